@@ -1,0 +1,69 @@
+//! The admin API's request and response types, shared by the CLI (client) and the server.
+//! Plain data: no I/O here.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Path prefix of every admin route (served only on the unix socket).
+pub const PREFIX: &str = "/v1";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateAppRequest {
+    pub source_url: String,
+    pub path: String,
+    pub spec: Option<String>,
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// Per-app settings such as `container.idle_shutdown_secs`.
+    #[serde(default)]
+    pub app_config: BTreeMap<String, String>,
+    #[serde(default)]
+    pub approve: bool,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateAppResponse {
+    pub app: AppInfo,
+    pub http_url: Option<String>,
+    pub https_url: Option<String>,
+    pub dry_run: bool,
+}
+
+/// One app as `app list` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AppInfo {
+    pub id: String,
+    pub domain: String,
+    pub path: String,
+    /// `[domain:]path`, as typed on the command line.
+    pub app_path: String,
+    pub spec: String,
+    pub source_url: String,
+    pub params: BTreeMap<String, String>,
+    pub app_config: BTreeMap<String, String>,
+    /// Runtime state: `stopped`, `starting`, `running`, `stopping`, `failed`, or `-` for apps
+    /// without a container.
+    pub state: String,
+    /// Seconds since the Unix epoch.
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppList {
+    pub apps: Vec<AppInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeleteResponse {
+    pub deleted: Vec<AppInfo>,
+    pub dry_run: bool,
+}
+
+/// Every non-2xx answer carries this body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub message: String,
+}

@@ -1,0 +1,69 @@
+//! Per-app settings (`--conf container.<key>=<value>`), layered over berth.toml's `[container]`
+//! defaults. Pure logic.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::runtime::RuntimeSettings;
+use crate::config::ContainerDefaults;
+
+/// The keys `--conf` accepts.
+pub const KNOWN_KEYS: &[&str] =
+    &["container.idle_shutdown_secs", "container.health_url", "container.start_timeout_secs"];
+
+/// Checks `--conf` entries and resolves the runtime settings for one app.
+pub fn resolve(defaults: &ContainerDefaults, app_config: &BTreeMap<String, String>) -> Result<RuntimeSettings, String> {
+    let mut s = RuntimeSettings {
+        idle_shutdown: Duration::from_secs(defaults.idle_shutdown_secs),
+        health_url: normalize_health_url(&defaults.health_url)?,
+        start_timeout: Duration::from_secs(defaults.start_timeout_secs.max(1)),
+        failure_backoff: Duration::from_secs(defaults.failure_backoff_secs),
+        stop_timeout_secs: defaults.stop_timeout_secs,
+        init: defaults.init,
+    };
+    for (key, value) in app_config {
+        let value = value.trim().trim_matches('"');
+        let secs = || {
+            value
+                .parse::<u64>()
+                .map_err(|_| format!("app config {key} must be a whole number of seconds, got {value:?}"))
+        };
+        match key.as_str() {
+            "container.idle_shutdown_secs" => s.idle_shutdown = Duration::from_secs(secs()?),
+            "container.start_timeout_secs" => s.start_timeout = Duration::from_secs(secs()?.max(1)),
+            "container.health_url" => s.health_url = normalize_health_url(value)?,
+            _ => return Err(format!("unknown app config key {key} (known keys: {})", KNOWN_KEYS.join(", "))),
+        }
+    }
+    Ok(s)
+}
+
+fn normalize_health_url(url: &str) -> Result<String, String> {
+    let url = url.trim();
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("health url {url:?} must be a path without spaces"));
+    }
+    Ok(if url.starts_with('/') { url.to_string() } else { format!("/{url}") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_and_errors() {
+        let d = ContainerDefaults::default();
+        let conf = BTreeMap::from([
+            ("container.idle_shutdown_secs".to_string(), "5".to_string()),
+            ("container.health_url".to_string(), "\"healthz\"".to_string()),
+        ]);
+        let s = resolve(&d, &conf).unwrap();
+        assert_eq!(s.idle_shutdown, Duration::from_secs(5));
+        assert_eq!(s.health_url, "/healthz");
+        assert_eq!(resolve(&d, &BTreeMap::new()).unwrap().idle_shutdown, Duration::from_secs(180));
+        let bad = BTreeMap::from([("container.idle_shutdown_secs".to_string(), "soon".to_string())]);
+        assert!(resolve(&d, &bad).is_err());
+        let unknown = BTreeMap::from([("cors.allow_origin".to_string(), "*".to_string())]);
+        assert!(resolve(&d, &unknown).unwrap_err().contains("unknown app config key"));
+    }
+}

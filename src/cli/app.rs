@@ -1,0 +1,163 @@
+//! `berth app ...`: create, list, delete and logs.
+
+use clap::{Args, Subcommand};
+use http::Method;
+use http_body_util::BodyExt;
+use tokio::io::AsyncWriteExt;
+
+use super::client::AdminClient;
+use super::output::{self, Format};
+use crate::api::{AppList, CreateAppRequest, CreateAppResponse, DeleteResponse};
+use crate::apps::parse_kv;
+
+const DRY_RUN_NOTE: &str = "*** dry-run mode, changes have NOT been committed. ***";
+
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// Create an app. Nothing starts until its first request.
+    ///
+    /// Example: berth app create --spec image --approve --param image=nginx --param port=80 - nginxapp.localhost:/
+    Create(CreateArgs),
+    /// List apps, optionally only those matching a glob such as `*:**` or `/tools/*`.
+    List(ListArgs),
+    /// Delete an app and remove its containers.
+    Delete(DeleteArgs),
+    /// Show an app's container output.
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The app spec: image (run an image) or proxy (forward to a URL).
+    #[arg(long)]
+    spec: Option<String>,
+    /// A param, KEY=VALUE; repeatable. Every param reaches the container as an env var.
+    #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
+    params: Vec<String>,
+    /// A per-app setting, KEY=VALUE; repeatable: container.idle_shutdown_secs,
+    /// container.health_url, container.start_timeout_secs.
+    #[arg(long = "conf", alias = "app-config", value_name = "KEY=VALUE")]
+    conf: Vec<String>,
+    /// Approve the app's permissions (accepted for compatibility; berth's specs need none).
+    #[arg(long, short = 'a')]
+    approve: bool,
+    /// Check everything and print what would be created, without creating it.
+    #[arg(long)]
+    dry_run: bool,
+    /// The app's source; `-` for specs that need none (image, proxy).
+    source: String,
+    /// Where the app is served: `[domain:]/path`, e.g. `nginxapp.localhost:/` or `/tools/nginx`.
+    app_path: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// `[domainGlob:]pathGlob`; `*` stays within a path segment, `**` crosses them. Default: all.
+    glob: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Print what would be deleted, without deleting.
+    #[arg(long)]
+    dry_run: bool,
+    /// The app's `[domain:]/path`.
+    app_path: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Keep printing new output until interrupted.
+    #[arg(long, short = 'f')]
+    follow: bool,
+    /// Show only the last N lines.
+    #[arg(long, short = 'n', value_name = "N")]
+    lines: Option<usize>,
+    /// The app's `[domain:]/path`.
+    app_path: String,
+}
+
+pub async fn run(cmd: AppCommand, client: &AdminClient) -> anyhow::Result<()> {
+    match cmd {
+        AppCommand::Create(a) => create(a, client).await,
+        AppCommand::List(a) => {
+            let list: AppList = client.json(Method::GET, "/v1/apps", &[("glob", a.glob)], None::<&()>).await?;
+            print!("{}", output::apps(a.format, &list.apps)?);
+            Ok(())
+        }
+        AppCommand::Delete(a) => {
+            let query = [("path", a.app_path), ("dry_run", a.dry_run.to_string())];
+            let resp: DeleteResponse = client.json(Method::DELETE, "/v1/apps", &query, None::<&()>).await?;
+            for app in &resp.deleted {
+                println!("Deleting {} - {}", app.app_path, app.id);
+            }
+            println!("{} app(s) deleted.", resp.deleted.len());
+            if resp.dry_run {
+                println!("{DRY_RUN_NOTE}");
+            }
+            Ok(())
+        }
+        AppCommand::Logs(a) => {
+            let query = [
+                ("path", Some(a.app_path)),
+                ("lines", a.lines.map(|n| n.to_string())),
+                ("follow", Some(a.follow.to_string())),
+            ];
+            let mut body = client.send(Method::GET, "/v1/apps/logs", &query, None).await?.into_body();
+            let mut stdout = tokio::io::stdout();
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame?.into_data() {
+                    stdout.write_all(&data).await?;
+                    stdout.flush().await?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn create(a: CreateArgs, client: &AdminClient) -> anyhow::Result<()> {
+    let params = parse_kv(&a.params, "param").map_err(anyhow::Error::msg)?;
+    let app_config = parse_kv(&a.conf, "app config").map_err(anyhow::Error::msg)?;
+    let source_url = absolute_source(&a.source)?;
+    let req = CreateAppRequest {
+        source_url,
+        path: a.app_path,
+        spec: a.spec,
+        params,
+        app_config,
+        approve: a.approve,
+        dry_run: a.dry_run,
+    };
+    let resp: CreateAppResponse = client.json(Method::POST, "/v1/apps", &(), Some(&req)).await?;
+    println!("      App: {}", resp.app.app_path);
+    if let Some(url) = &resp.http_url {
+        println!(" HTTP Url: {url}");
+    }
+    if let Some(url) = &resp.https_url {
+        println!("HTTPS Url: {url}");
+    }
+    println!("App created. No approval required");
+    if resp.dry_run {
+        println!("{DRY_RUN_NOTE}");
+    }
+    Ok(())
+}
+
+/// Local sources are made absolute relative to the CLI's working folder and must exist.
+fn absolute_source(source: &str) -> anyhow::Result<String> {
+    let s = source.trim();
+    let local = s.starts_with('/') || s.starts_with('.') || s.starts_with('~');
+    if s == "-" || !local {
+        return Ok(s.to_string());
+    }
+    let expanded = match s.strip_prefix('~') {
+        Some(rest) => format!("{}{rest}", std::env::var("HOME").unwrap_or_default()),
+        None => s.to_string(),
+    };
+    let path = std::path::absolute(&expanded)?;
+    anyhow::ensure!(path.exists(), "path does not exist {}", path.display());
+    Ok(path.display().to_string())
+}

@@ -1,0 +1,86 @@
+//! The command line: one file per command group. Commands talk to the server over the admin
+//! socket (see `client`); they never touch the engine or the database directly.
+
+mod app;
+mod client;
+mod output;
+mod server;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Home;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "A self-hosted app server: runs container apps on demand behind HTTPS and stops them when idle",
+    long_about = "berth runs apps from container images (and URLs to proxy) behind one HTTPS endpoint. \
+                  A container starts on its app's first request and stops after it has been idle.\n\n\
+                  Home folder: $BERTH_HOME (default ~/.berth) with berth.toml, the database, certificates \
+                  and run/berth.sock, the admin socket every command talks to."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, list, delete apps and read their logs.
+    #[command(subcommand)]
+    App(app::AppCommand),
+    /// Start or stop the server.
+    #[command(subcommand)]
+    Server(server::ServerCommand),
+}
+
+/// Runs the CLI and returns the process exit code: 0 on success, 1 on any error (one line
+/// on stderr).
+pub fn main() -> i32 {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { 1 } else { 0 };
+            }
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            eprintln!("error: {first} (see --help)");
+            return 1;
+        }
+    };
+    match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&format!("{e:#}")));
+            1
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let home = Home::from_env()?;
+    match cli.command {
+        Command::Server(cmd) => server::run(cmd, home),
+        Command::App(cmd) => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let client = client::AdminClient::new(home.socket());
+            rt.block_on(app::run(cmd, &client))
+        }
+    }
+}
+
+/// Errors print on one line; a multi-line server message (a log tail) keeps its lines after
+/// the first, indented.
+fn one_line(message: &str) -> String {
+    message.trim_end().to_string()
+}

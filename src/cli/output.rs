@@ -1,0 +1,73 @@
+//! Output formats for lists: table (default), json, jsonl and csv.
+
+use clap::ValueEnum;
+
+use crate::api::AppInfo;
+
+#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+    Jsonl,
+    Csv,
+}
+
+pub fn apps(format: Format, apps: &[AppInfo]) -> anyhow::Result<String> {
+    let mut out = String::new();
+    match format {
+        Format::Json => {
+            out = serde_json::to_string_pretty(apps)?;
+            out.push('\n');
+        }
+        Format::Jsonl => {
+            for a in apps {
+                out.push_str(&serde_json::to_string(a)?);
+                out.push('\n');
+            }
+        }
+        Format::Csv => {
+            out.push_str("id,state,spec,app_path,source_url\n");
+            for a in apps {
+                out.push_str(&format!(
+                    "{},{},{},{},{}\n",
+                    a.id,
+                    a.state,
+                    a.spec,
+                    csv_field(&a.app_path),
+                    csv_field(&a.source_url)
+                ));
+            }
+        }
+        Format::Table => {
+            out.push_str(&format!("{:<30} {:<9} {:<8} {:<40} {}\n", "ID", "STATE", "SPEC", "APP PATH", "SOURCE"));
+            for a in apps {
+                out.push_str(&format!(
+                    "{:<30} {:<9} {:<8} {:<40} {}\n",
+                    a.id, a.state, a.spec, a.app_path, a.source_url
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_when_needed() {
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("plain"), "plain");
+    }
+}

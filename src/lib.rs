@@ -1,0 +1,14 @@
+//! berth: a self-hosted app server. See docs/ARCHITECTURE.md for the module map and the
+//! request path (routing → apps → engine → proxy).
+
+pub mod api;
+pub mod app_path;
+pub mod apps;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod specs;
+pub mod store;

@@ -1,0 +1,5 @@
+//! The `berth` binary: server and CLI in one.
+
+fn main() {
+    std::process::exit(berth::cli::main());
+}

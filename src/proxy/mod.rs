@@ -1,0 +1,173 @@
+//! Forwarding one request to an upstream: URI and header rewriting, a pooled HTTP/1.1 client
+//! (HTTP and HTTPS upstreams), streaming bodies both ways, and WebSocket/upgrade tunnels.
+//! It never decides which app a request belongs to: the caller hands it a [`Target`].
+
+pub mod body;
+pub mod headers;
+mod upgrade;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::apps::activity::ActivityGuard;
+use crate::config::ProxyConfig;
+use body::{GuardedBody, ProxyBody};
+
+/// Where and how to forward one request.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// Path the upstream is mounted at (`""` for its root).
+    pub base_path: String,
+    /// The app path, stripped from the request path before forwarding.
+    pub app_path: String,
+    pub preserve_host: bool,
+}
+
+impl Target {
+    pub fn from_uri(uri: &Uri, app_path: &str, preserve_host: bool) -> Target {
+        Target {
+            scheme: uri.scheme().cloned().unwrap_or(Scheme::HTTP),
+            authority: uri.authority().cloned().expect("checked when the app was created"),
+            base_path: uri.path().trim_end_matches('/').to_string(),
+            app_path: app_path.to_string(),
+            preserve_host,
+        }
+    }
+}
+
+/// The client side of the request being forwarded.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientInfo {
+    pub ip: IpAddr,
+    pub https: bool,
+}
+
+#[derive(Clone)]
+pub struct Proxy {
+    client: Client<HttpsConnector<HttpConnector>, Incoming>,
+}
+
+impl Proxy {
+    pub fn new(config: &ProxyConfig) -> anyhow::Result<Proxy> {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(config.idle_timeout_secs))
+            .pool_max_idle_per_host(config.max_idle_per_host)
+            .build(https);
+        Ok(Proxy { client })
+    }
+
+    /// Forwards `req` to `target`. The guard (if any) lives as long as the response body or
+    /// the upgraded tunnel. Dropping the returned future (the client left) cancels the
+    /// upstream request.
+    pub async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        target: &Target,
+        client: ClientInfo,
+        guard: Option<ActivityGuard>,
+    ) -> Response<ProxyBody> {
+        let original_host = req
+            .headers()
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let upgrade = if req.version() == Version::HTTP_11 { headers::upgrade_protocol(req.headers()) } else { None };
+        let path_and_query = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let path = headers::upstream_path(path_and_query, &target.app_path, &target.base_path);
+        let uri = match Uri::builder()
+            .scheme(target.scheme.clone())
+            .authority(target.authority.clone())
+            .path_and_query(path)
+            .build()
+        {
+            Ok(uri) => uri,
+            Err(e) => return error_response(StatusCode::BAD_REQUEST, &format!("invalid request path: {e}")),
+        };
+        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+
+        let (mut parts, body) = req.into_parts();
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        let h = &mut parts.headers;
+        headers::remove_hop_by_hop(h);
+        headers::add_forwarded(
+            h,
+            client.ip,
+            if client.https { "https" } else { "http" },
+            original_host.as_ref(),
+            &target.app_path,
+        );
+        let host = match (&original_host, target.preserve_host) {
+            (Some(orig), true) => orig.clone(),
+            _ => HeaderValue::from_str(target.authority.as_str()).expect("authority is a valid header"),
+        };
+        h.insert(header::HOST, host);
+        if let Some(proto) = &upgrade {
+            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            h.insert(header::UPGRADE, proto.clone());
+        }
+
+        let mut resp = match self.client.request(Request::from_parts(parts, body)).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::debug!("upstream {} failed: {e:?}", target.authority);
+                return error_response(StatusCode::BAD_GATEWAY, &format!("upstream error: {}", error_chain(&e)));
+            }
+        };
+
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                tokio::spawn(upgrade::tunnel(client_upgrade, upstream_upgrade, guard));
+                let (parts, _) = resp.into_parts();
+                return Response::from_parts(parts, body::empty());
+            }
+        }
+
+        let (mut parts, body) = resp.into_parts();
+        headers::remove_hop_by_hop(&mut parts.headers);
+        Response::from_parts(parts, GuardedBody::new(body, guard).boxed())
+    }
+}
+
+/// A plain-text error answer.
+pub fn error_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    let mut resp = Response::new(body::full(format!("{message}\n")));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

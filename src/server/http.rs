@@ -1,0 +1,140 @@
+//! The HTTP and HTTPS listeners and the request path: route → app → container → proxy.
+//! Connections are served by hyper-util's auto builder (HTTP/1.1 with upgrades, and HTTP/2)
+//! and registered with the graceful-shutdown watcher.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::apps::runtime::StartError;
+use crate::apps::{AppBackend, Apps};
+use crate::proxy::body::ProxyBody;
+use crate::proxy::{error_response, ClientInfo, Proxy, Target};
+
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every listener shares: the apps (and their route table) and the proxy client.
+pub struct Frontend {
+    pub apps: Arc<Apps>,
+    pub proxy: Proxy,
+}
+
+impl Frontend {
+    pub async fn handle(&self, req: Request<Incoming>, client: ClientInfo) -> Response<ProxyBody> {
+        let path = req.uri().path();
+        if path.split('/').any(|seg| seg == "..") {
+            return error_response(StatusCode::BAD_REQUEST, "path must not contain '..' segments");
+        }
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
+            .unwrap_or("");
+        let routes = self.apps.routes();
+        let Some((app, app_path)) = routes.lookup(host, path) else {
+            return error_response(StatusCode::NOT_FOUND, "no matching app found");
+        };
+        let (app, app_path) = (app.clone(), app_path.to_string());
+        drop(routes);
+        match &app.backend {
+            AppBackend::Url(plan) => {
+                let target = Target::from_uri(&plan.url, &app_path, plan.preserve_host);
+                self.proxy.forward(req, &target, client, None).await
+            }
+            AppBackend::Container(rt) => match rt.ensure_running().await {
+                Ok((addr, guard)) => {
+                    let target = Target {
+                        scheme: http::uri::Scheme::HTTP,
+                        authority: addr.to_string().parse().expect("a socket address is an authority"),
+                        base_path: String::new(),
+                        app_path,
+                        preserve_host: app.preserve_host(),
+                    };
+                    self.proxy.forward(req, &target, client, Some(guard)).await
+                }
+                Err(StartError::Failed { error, retry_at }) => {
+                    let mut resp = error_response(
+                        StatusCode::BAD_GATEWAY,
+                        &format!("app {} failed to start: {error}", app.record.path),
+                    );
+                    let secs = retry_at.saturating_duration_since(tokio::time::Instant::now()).as_secs().max(1);
+                    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                    resp
+                }
+                Err(StartError::Timeout) => {
+                    let mut resp = error_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!("app {} is still starting, retry shortly", app.record.path),
+                    );
+                    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+                    resp
+                }
+                Err(StartError::Gone) => error_response(StatusCode::NOT_FOUND, "no matching app found"),
+            },
+        }
+    }
+}
+
+/// Accepts connections until `cancel`; each connection is watched for graceful shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    frontend: Arc<Frontend>,
+    graceful: Arc<GracefulShutdown>,
+    cancel: CancellationToken,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+    builder.http2().timer(TokioTimer::new());
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = cancel.cancelled() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let client = ClientInfo { ip: peer.ip(), https: tls.is_some() };
+        let frontend = frontend.clone();
+        let service = service_fn(move |req| {
+            let frontend = frontend.clone();
+            async move { Ok::<_, Infallible>(frontend.handle(req, client).await) }
+        });
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let result = match tls {
+                None => watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service)).await,
+                Some(acceptor) => {
+                    let tls_stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => return tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                    };
+                    watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service)).await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+}

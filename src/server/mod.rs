@@ -1,0 +1,163 @@
+//! Server start-up and shutdown: the home folder, listeners (HTTP, HTTPS, admin socket), TLS,
+//! signals and graceful shutdown. Holds no app logic: it wires `store`, `engine`, `apps`,
+//! `proxy` and the admin API together and runs them.
+
+mod admin;
+mod http;
+pub mod tls;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::apps::Apps;
+use crate::config::Home;
+use crate::engine::Engine;
+use crate::proxy::Proxy;
+use crate::store::Store;
+
+/// Runs the server in the foreground until SIGTERM, SIGINT or `berth server stop`.
+pub async fn run(home: Home) -> anyhow::Result<()> {
+    let config = Arc::new(home.load_config()?);
+    std::fs::create_dir_all(&home.root).with_context(|| format!("cannot create {}", home.root.display()))?;
+    let run_dir = home.run_dir();
+    std::fs::create_dir_all(&run_dir)?;
+    std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o700))?;
+    let socket_path = home.socket();
+    clear_stale_socket(&socket_path).await?;
+
+    let http_listener = bind("http", &config.http.host, config.http.port).await?;
+    let https_listener = bind("https", &config.https.host, config.https.port).await?;
+    let tls = match &https_listener {
+        Some(_) => {
+            let resolver = tls::CertResolver::load(&home.cert_dir(&config))?;
+            Some(tokio_rustls::TlsAcceptor::from(tls::server_config(resolver)?))
+        }
+        None => None,
+    };
+
+    let instance = instance_id(&home)?;
+    let store = Store::open(&home.database()).await.context("cannot open the metadata database")?;
+    let engine = Engine::connect(&config.engine.endpoint).await?;
+    let apps = Apps::load(config.clone(), instance, store.clone(), engine).await?;
+    let frontend = Arc::new(http::Frontend { apps: apps.clone(), proxy: Proxy::new(&config.proxy)? });
+
+    let admin_listener =
+        UnixListener::bind(&socket_path).with_context(|| format!("cannot bind {}", socket_path.display()))?;
+    std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600))?;
+
+    let stop = CancellationToken::new();
+    let accept_cancel = CancellationToken::new();
+    let graceful = Arc::new(GracefulShutdown::new());
+    let mut listeners = Vec::new();
+    for (listener, tls) in [(http_listener, None), (https_listener, tls)] {
+        if let Some(listener) = listener {
+            listeners.push(tokio::spawn(http::serve(
+                listener,
+                tls,
+                frontend.clone(),
+                graceful.clone(),
+                accept_cancel.clone(),
+            )));
+        }
+    }
+    let admin_state = Arc::new(admin::AdminState { apps: apps.clone(), config: config.clone(), stop: stop.clone() });
+    let admin_stop = stop.clone();
+    let admin_task = tokio::spawn(async move {
+        axum::serve(admin_listener, admin::router(admin_state))
+            .with_graceful_shutdown(async move { admin_stop.cancelled().await })
+            .await
+    });
+
+    let show = |scheme: &str, l: &crate::config::Listener| {
+        if l.port > 0 {
+            format!("{scheme}://{}:{}", l.host, l.port)
+        } else {
+            format!("{scheme} disabled")
+        }
+    };
+    let https_shown = crate::config::Listener { host: config.https.host.clone(), port: config.https.port };
+    tracing::info!(
+        "berth server listening on {} and {}; admin socket {}",
+        show("http", &config.http),
+        show("https", &https_shown),
+        socket_path.display()
+    );
+
+    wait_for_shutdown(&stop).await;
+    tracing::info!("shutting down: no new connections, waiting for in-flight requests");
+    stop.cancel();
+    accept_cancel.cancel();
+    for l in listeners {
+        let _ = l.await;
+    }
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let graceful = Arc::try_unwrap(graceful).expect("the listeners have ended");
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("in-flight requests still running after {}s; closing them", grace.as_secs());
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), admin_task).await;
+    apps.shutdown().await;
+    store.close().await;
+    let _ = std::fs::remove_file(&socket_path);
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+async fn wait_for_shutdown(stop: &CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+        _ = stop.cancelled() => {}
+    }
+}
+
+/// Binds a listener; port -1 (or any negative) disables it.
+async fn bind(what: &str, host: &str, port: i32) -> anyhow::Result<Option<TcpListener>> {
+    if port < 0 {
+        return Ok(None);
+    }
+    let port = u16::try_from(port).with_context(|| format!("{what} port {port} is out of range"))?;
+    let addr = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let listener = TcpListener::bind(&addr).await.with_context(|| format!("cannot listen for {what} on {addr}"))?;
+    Ok(Some(listener))
+}
+
+/// Refuses to start when another server answers on the socket; removes a dead socket file.
+async fn clear_stale_socket(path: &Path) -> anyhow::Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    if UnixStream::connect(path).await.is_ok() {
+        anyhow::bail!("another berth server is already running (admin socket {})", path.display());
+    }
+    std::fs::remove_file(path).with_context(|| format!("cannot remove stale socket {}", path.display()))
+}
+
+/// A random id for this home, stored in `instance_id`; it labels the containers berth creates
+/// so that several berth homes can share one engine without touching each other's containers.
+fn instance_id(home: &Home) -> anyhow::Result<String> {
+    let file = home.instance_id_file();
+    if let Ok(id) = std::fs::read_to_string(&file) {
+        let id = id.trim().to_string();
+        if !id.is_empty() {
+            return Ok(id);
+        }
+    }
+    let id: String = {
+        use rand::Rng;
+        let mut rng = rand::thread_rng();
+        (0..12).map(|_| char::from(b"0123456789abcdef"[rng.gen_range(0..16)])).collect()
+    };
+    std::fs::write(&file, format!("{id}\n")).with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(id)
+}
