@@ -61,7 +61,7 @@ pub fn main() -> i32 {
     match run(cli) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {}", one_line(&format!("{e:#}")));
+            eprintln!("error: {}", format!("{e:#}").trim_end());
             1
         }
     }
@@ -77,10 +77,4 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             rt.block_on(app::run(cmd, &client))
         }
     }
-}
-
-/// Errors print on one line; a multi-line server message (a log tail) keeps its lines after
-/// the first, indented.
-fn one_line(message: &str) -> String {
-    message.trim_end().to_string()
 }
