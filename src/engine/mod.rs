@@ -150,8 +150,20 @@ impl Engine {
             ..Default::default()
         };
         let opts = CreateContainerOptions { name: spec.name.clone(), platform: None };
-        let created = self.docker.create_container(Some(opts), config).await?;
-        Ok(created.id)
+        match self.docker.create_container(Some(opts.clone()), config.clone()).await {
+            Ok(created) => Ok(created.id),
+            // Podman without catatonit (and engines without docker-init) refuse `init`: run
+            // without an init process rather than not at all.
+            Err(e) if spec.init && api_message(&e).contains("init") && is_status(&e, 500) => {
+                tracing::warn!("the engine has no init binary ({}); creating {} without one", api_message(&e), spec.name);
+                let mut config = config;
+                if let Some(hc) = config.host_config.as_mut() {
+                    hc.init = Some(false);
+                }
+                Ok(self.docker.create_container(Some(opts), config).await?.id)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub async fn start(&self, id: &str) -> Result<(), EngineError> {
