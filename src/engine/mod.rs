@@ -155,7 +155,11 @@ impl Engine {
             // Podman without catatonit (and engines without docker-init) refuse `init`: run
             // without an init process rather than not at all.
             Err(e) if spec.init && api_message(&e).contains("init") && is_status(&e, 500) => {
-                tracing::warn!("the engine has no init binary ({}); creating {} without one", api_message(&e), spec.name);
+                tracing::warn!(
+                    "the engine has no init binary ({}); creating {} without one",
+                    api_message(&e),
+                    spec.name
+                );
                 let mut config = config;
                 if let Some(hc) = config.host_config.as_mut() {
                     hc.init = Some(false);

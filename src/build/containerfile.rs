@@ -1,0 +1,108 @@
+//! Reading a Containerfile/Dockerfile the way berth needs it: a syntax check that the
+//! classic builder would accept, and the port from the last `EXPOSE`. Pure logic.
+
+const INSTRUCTIONS: &[&str] = &[
+    "FROM",
+    "RUN",
+    "CMD",
+    "LABEL",
+    "MAINTAINER",
+    "EXPOSE",
+    "ENV",
+    "ADD",
+    "COPY",
+    "ENTRYPOINT",
+    "VOLUME",
+    "USER",
+    "WORKDIR",
+    "ARG",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "SHELL",
+];
+
+/// Logical lines (continuations joined, comments and blanks dropped) with their first line number.
+fn logical_lines(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut start = 0;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if current.is_empty() {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            start = i + 1;
+        } else if line.starts_with('#') {
+            continue;
+        }
+        if let Some(body) = line.strip_suffix('\\') {
+            current.push_str(body);
+            current.push(' ');
+        } else {
+            current.push_str(line);
+            out.push((start, std::mem::take(&mut current)));
+        }
+    }
+    if !current.trim().is_empty() {
+        out.push((start, current));
+    }
+    out
+}
+
+/// Checks that every instruction is known and that the file has a FROM.
+pub fn check(name: &str, text: &str) -> Result<(), String> {
+    let lines = logical_lines(text);
+    let mut saw_from = false;
+    for (n, line) in &lines {
+        let word = line.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+        if !INSTRUCTIONS.contains(&word.as_str()) {
+            return Err(format!("{name} does not parse: line {n}: unknown instruction {word}"));
+        }
+        if line.contains("<<") && matches!(word.as_str(), "RUN" | "COPY") {
+            return Err(format!("{name} does not parse: line {n}: heredocs are not supported by the classic builder"));
+        }
+        saw_from |= word == "FROM";
+    }
+    if !saw_from {
+        return Err(format!("{name} does not parse: no FROM instruction"));
+    }
+    Ok(())
+}
+
+/// The port of the last `EXPOSE` whose first token is a number (`8080` or `8080/tcp`).
+pub fn exposed_port(text: &str) -> Option<u16> {
+    logical_lines(text)
+        .iter()
+        .filter_map(|(_, line)| {
+            let mut words = line.split_whitespace();
+            let word = words.next()?;
+            if !word.eq_ignore_ascii_case("EXPOSE") {
+                return None;
+            }
+            words.next()?.split('/').next()?.parse::<u16>().ok()
+        })
+        .next_back()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expose() {
+        assert_eq!(exposed_port("FROM x\nEXPOSE 80\nEXPOSE 8080/tcp 9090\n"), Some(8080));
+        assert_eq!(exposed_port("FROM x\nEXPOSE $PORT\n"), None);
+        assert_eq!(exposed_port("FROM x\n"), None);
+    }
+
+    #[test]
+    fn syntax() {
+        assert!(check("Containerfile", "# c\nARG V=1\nFROM python:${V}\nRUN echo a \\\n  && echo b\nCMD x\n").is_ok());
+        let err = check("Containerfile", "FROM x\nHELLO world\n").unwrap_err();
+        assert!(err.contains("line 2") && err.contains("HELLO"), "{err}");
+        assert!(check("Dockerfile", "RUN x\n").unwrap_err().contains("no FROM"));
+        assert!(check("Dockerfile", "FROM x\nRUN cat <<EOF > f\nhi\nEOF\n").is_err());
+    }
+}

@@ -1,0 +1,83 @@
+//! `.dockerignore` rules: patterns relative to the context root, `*`/`?` within a segment,
+//! `**` across segments, `!` re-includes, the last matching rule wins, and a rule that
+//! matches a folder applies to everything below it. Pure logic.
+
+use crate::app_path::glob_match;
+
+#[derive(Debug, Clone, Default)]
+pub struct IgnoreRules {
+    rules: Vec<(String, bool)>,
+}
+
+impl IgnoreRules {
+    pub fn parse(text: &str) -> IgnoreRules {
+        let rules = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .filter_map(|l| {
+                let (negate, pat) = match l.strip_prefix('!') {
+                    Some(rest) => (true, rest.trim()),
+                    None => (false, l),
+                };
+                let pat = clean(pat);
+                (!pat.is_empty()).then_some((pat, negate))
+            })
+            .collect();
+        IgnoreRules { rules }
+    }
+
+    /// Whether `path` (relative, `/`-separated) is left out of the context.
+    pub fn is_ignored(&self, path: &str) -> bool {
+        let mut ignored = false;
+        for (pat, negate) in &self.rules {
+            if matches(pat, path) {
+                ignored = !negate;
+            }
+        }
+        ignored
+    }
+}
+
+fn clean(pat: &str) -> String {
+    let parts: Vec<&str> = pat.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
+    parts.join("/")
+}
+
+/// The pattern matches the path itself or one of its parent folders.
+fn matches(pat: &str, path: &str) -> bool {
+    let mut prefix_end = 0;
+    loop {
+        let next = path[prefix_end..].find('/').map(|i| prefix_end + i);
+        let candidate = match next {
+            Some(i) => &path[..i],
+            None => path,
+        };
+        if glob_match(pat, candidate) {
+            return true;
+        }
+        match next {
+            Some(i) => prefix_end = i + 1,
+            None => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules() {
+        let r =
+            IgnoreRules::parse("# comment\n.git\n*.pyc\n**/__pycache__\nnode_modules/\ndata/*.csv\n!data/keep.csv\n");
+        assert!(r.is_ignored(".git/config"));
+        assert!(r.is_ignored("x.pyc"));
+        assert!(!r.is_ignored("sub/x.pyc"), "*.pyc matches only at the root, as in Docker");
+        assert!(r.is_ignored("a/b/__pycache__/m.pyc"));
+        assert!(r.is_ignored("node_modules/p/index.js"));
+        assert!(r.is_ignored("data/big.csv"));
+        assert!(!r.is_ignored("data/keep.csv"));
+        assert!(!r.is_ignored("app.py"));
+    }
+}

@@ -1,0 +1,121 @@
+//! Failure and shutdown behaviour: a container that cannot start answers 502 with its log tail
+//! and is not retried during the backoff; SIGTERM lets an in-flight request finish and exits 0.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{unix_now, Berth};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_start_answers_502_with_logs_and_backs_off() {
+    let image = crash_image();
+    let berth = Berth::start_with("failure_backoff_secs = 30");
+    let id = berth.create_image_app(image, 8080, "/broken", &["--param", "GREETING=hello-from-env"]);
+    let since = unix_now();
+    let client = berth.client(&[]);
+    let url = berth.http_url("localhost", "/broken/");
+
+    let started = Instant::now();
+    let first = client.get(&url).send().await.expect("first request");
+    let first_took = started.elapsed();
+    let status = first.status();
+    let retry_after = first.headers().get("retry-after").cloned();
+    let body = first.text().await.unwrap();
+    berth.ensure(status == 502, format!("expected 502, got {status}: {body}"));
+    berth.ensure(body.contains("exited"), format!("502 body should say the container exited: {body}"));
+    berth.ensure(
+        body.contains("boom: hello-from-env"),
+        format!("502 body carries the log tail (and params reach env): {body}"),
+    );
+    berth.ensure(retry_after.is_some(), "502 after a failed start carries Retry-After");
+    berth.ensure(
+        first_took < Duration::from_secs(10),
+        format!("a container that exits fails fast, took {first_took:?}"),
+    );
+
+    let started = Instant::now();
+    for _ in 0..5 {
+        let again = client.get(&url).send().await.expect("retry request");
+        berth.ensure(again.status() == 502, format!("still failing during the backoff: {}", again.status()));
+    }
+    berth.ensure(started.elapsed() < Duration::from_secs(1), "requests during the backoff are answered at once");
+    berth.ensure(berth.app_state("/broken") == "failed", "app list shows the failed state");
+    let starts = berth.start_events(&id, since);
+    berth.ensure(starts == 1, format!("one start attempt during the backoff, saw {starts}"));
+}
+
+/// An image whose container prints a line (using a param from its env) and exits.
+fn crash_image() -> &'static str {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    const TAG: &str = "berth-test-crash:1";
+    BUILT.get_or_init(|| {
+        let mut child = std::process::Command::new("docker")
+            .args(["build", "-q", "-t", TAG, "-"])
+            .env("DOCKER_BUILDKIT", "0")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("docker build");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"FROM alpine\nCMD [\"sh\", \"-c\", \"echo boom: $GREETING; exit 3\"]\n")
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "building {TAG} failed");
+    });
+    TAG
+}
+
+/// An upstream that answers after `delay`.
+async fn slow_upstream(delay: Duration) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf).await;
+                tokio::time::sleep(delay).await;
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow").await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
+    let mut berth = Berth::start();
+    let port = slow_upstream(Duration::from_millis(1500)).await;
+    berth.cli_ok(&[
+        "app",
+        "create",
+        "--spec",
+        "proxy",
+        "--param",
+        &format!("url=http://127.0.0.1:{port}"),
+        "-",
+        "/slow",
+    ]);
+    let client = berth.client(&[]);
+    let url = berth.http_url("localhost", "/slow");
+    let in_flight = tokio::spawn(async move { client.get(&url).send().await.map(|r| r.status().as_u16()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = tokio::task::spawn_blocking(move || {
+        let st = berth.sigterm_server();
+        (st, berth)
+    })
+    .await
+    .unwrap();
+    let (exit, berth) = status;
+    let answered = in_flight.await.unwrap();
+    berth.ensure(matches!(answered, Ok(200)), format!("the in-flight request finished: {answered:?}"));
+    berth.ensure(exit.code() == Some(0), format!("server exit status after SIGTERM: {exit:?}"));
+    berth.ensure(!berth.home_path.join("run/berth.sock").exists(), "the admin socket is removed at shutdown");
+}
