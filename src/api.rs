@@ -18,6 +18,11 @@ pub struct CreateAppRequest {
     /// Per-app settings such as `container.idle_shutdown_secs`.
     #[serde(default)]
     pub app_config: BTreeMap<String, String>,
+    /// Build args (`--carg`), for specs that build an image.
+    #[serde(default)]
+    pub build_args: BTreeMap<String, String>,
+    pub git_branch: Option<String>,
+    pub git_commit: Option<String>,
     #[serde(default)]
     pub approve: bool,
     #[serde(default)]
@@ -49,6 +54,36 @@ pub struct AppInfo {
     pub state: String,
     /// Seconds since the Unix epoch.
     pub created_at: i64,
+    pub git_branch: Option<String>,
+    /// The commit fetched for git sources.
+    pub git_commit: Option<String>,
+    pub build_args: BTreeMap<String, String>,
+    /// The image the app runs (for built apps: named by the hash of its build inputs).
+    pub image: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReloadResponse {
+    pub app: AppInfo,
+    /// Whether an image was built (false: the image for these inputs existed).
+    pub built: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpecInfo {
+    pub name: String,
+    pub help: String,
+    /// `built-in` or the folder it was loaded from.
+    pub origin: String,
+    pub params: Vec<SpecParam>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpecParam {
+    pub name: String,
+    pub required: bool,
+    pub default: Option<String>,
+    pub help: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

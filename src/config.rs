@@ -10,6 +10,8 @@ use serde::Deserialize;
 pub struct Config {
     /// Domain that apps created without a domain are served on.
     pub default_domain: String,
+    /// Folders of extra spec folders; a spec here adds to or replaces a built-in one.
+    pub spec_dirs: Vec<String>,
     pub http: Listener,
     pub https: HttpsListener,
     pub engine: EngineConfig,
@@ -56,6 +58,8 @@ pub struct ContainerDefaults {
     /// further failure, at most 16x) instead of starting again.
     pub failure_backoff_secs: u64,
     pub stop_timeout_secs: u64,
+    /// Bound for one image build.
+    pub build_timeout_secs: u64,
     /// Run an init process as PID 1 (signals and zombies handled, fast stop).
     pub init: bool,
 }
@@ -78,6 +82,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             default_domain: "localhost".into(),
+            spec_dirs: Vec::new(),
             http: Listener { host: "127.0.0.1".into(), port: 25222 },
             https: HttpsListener { host: "0.0.0.0".into(), port: 25223, cert_dir: String::new() },
             engine: EngineConfig::default(),
@@ -108,6 +113,7 @@ impl Default for ContainerDefaults {
             start_timeout_secs: 60,
             failure_backoff_secs: 10,
             stop_timeout_secs: 2,
+            build_timeout_secs: 1800,
             init: true,
         }
     }
@@ -157,6 +163,12 @@ impl Home {
     }
     pub fn database(&self) -> PathBuf {
         self.root.join("metadata").join("berth.db")
+    }
+    pub fn sources_dir(&self) -> PathBuf {
+        self.root.join("sources")
+    }
+    pub fn build_log(&self, app_id: &str) -> PathBuf {
+        self.root.join("logs").join(format!("{app_id}.build.log"))
     }
     pub fn instance_id_file(&self) -> PathBuf {
         self.root.join("instance_id")

@@ -11,5 +11,6 @@ pub mod engine;
 pub mod proxy;
 pub mod routing;
 pub mod server;
+pub mod source;
 pub mod specs;
 pub mod store;

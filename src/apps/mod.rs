@@ -3,8 +3,10 @@
 //! Never builds tar files or writes SQL itself: it calls `store` and `engine`.
 
 pub mod activity;
+pub mod builder;
 mod events;
 pub mod health;
+pub mod plan;
 pub mod reaper;
 pub mod runtime;
 pub mod settings;
@@ -20,11 +22,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{AppInfo, CreateAppRequest};
 use crate::app_path::{AppGlob, AppPath};
-use crate::config::Config;
+use crate::config::{Config, Home};
 use crate::engine::{self, Engine, EngineError};
 use crate::routing::RouteTable;
-use crate::specs::{self, Backend, UrlPlan};
+use crate::source::{self, SourceSpec};
+use crate::specs::{Catalog, SpecKind, UrlPlan};
 use crate::store::{AppRecord, Store};
+use builder::Builder;
+use plan::{Backend, ImageSource};
 use runtime::ContainerRuntime;
 
 /// One app: what the user asked for and what serves it.
@@ -46,6 +51,13 @@ impl App {
         }
     }
 
+    fn runtime(&self) -> Option<&Arc<ContainerRuntime>> {
+        match &self.backend {
+            AppBackend::Container(rt) => Some(rt),
+            AppBackend::Url(_) => None,
+        }
+    }
+
     pub fn info(&self) -> AppInfo {
         let r = &self.record;
         AppInfo {
@@ -62,6 +74,13 @@ impl App {
                 AppBackend::Url(_) => "-".to_string(),
             },
             created_at: r.created_at,
+            git_branch: r.git_branch.clone(),
+            git_commit: r.source_commit.clone(),
+            build_args: r.build_args.clone(),
+            image: match &self.backend {
+                AppBackend::Container(rt) => Some(rt.plan().image.name().to_string()),
+                AppBackend::Url(_) => None,
+            },
         }
     }
 }
@@ -85,9 +104,12 @@ impl From<EngineError> for AppError {
 
 pub struct Apps {
     config: Arc<Config>,
+    home: Home,
     instance: String,
     store: Store,
     engine: Engine,
+    catalog: Catalog,
+    builder: Arc<Builder>,
     apps: RwLock<HashMap<String, Arc<App>>>,
     routes: ArcSwap<RouteTable<App>>,
     /// Serialises create and delete so checks and writes see the same app set.
@@ -101,16 +123,28 @@ impl Apps {
     /// longer exist and duplicates) and starts the engine event watcher.
     pub async fn load(
         config: Arc<Config>,
+        home: Home,
         instance: String,
         store: Store,
         engine: Engine,
     ) -> anyhow::Result<Arc<Apps>> {
+        let spec_dirs: Vec<std::path::PathBuf> = config.spec_dirs.iter().map(std::path::PathBuf::from).collect();
+        let catalog = Catalog::load(&spec_dirs)?;
+        let builder = Arc::new(Builder::new(
+            engine.clone(),
+            instance.clone(),
+            home.root.join("logs"),
+            std::time::Duration::from_secs(config.container.build_timeout_secs),
+        ));
         let apps = Arc::new(Apps {
             routes: ArcSwap::from_pointee(RouteTable::empty(&config.default_domain)),
             config,
+            home,
             instance,
             store,
             engine,
+            catalog,
+            builder,
             apps: RwLock::new(HashMap::new()),
             admin: tokio::sync::Mutex::new(()),
             tasks: TaskTracker::new(),
@@ -141,23 +175,30 @@ impl Apps {
         &self.config
     }
 
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
     fn build_app(&self, record: AppRecord) -> Result<Arc<App>, AppError> {
-        let spec = specs::lookup(Some(&record.spec)).map_err(|e| AppError::BadRequest(e.to_string()))?;
-        let backend =
-            match spec.backend(&record.params, &record.path).map_err(|e| AppError::BadRequest(e.to_string()))? {
-                Backend::Url(plan) => AppBackend::Url(plan),
-                Backend::Container(plan) => {
-                    let settings =
-                        settings::resolve(&self.config.container, &record.app_config).map_err(AppError::BadRequest)?;
-                    AppBackend::Container(ContainerRuntime::new(
-                        record.id.clone(),
-                        self.instance.clone(),
-                        plan,
-                        settings,
-                        self.engine.clone(),
-                    ))
+        let spec = self.catalog.lookup(Some(&record.spec)).map_err(|e| AppError::BadRequest(e.to_string()))?;
+        let backend = match plan::backend(&spec, &record).map_err(AppError::BadRequest)? {
+            Backend::Url(plan) => AppBackend::Url(plan),
+            Backend::Container(plan) => {
+                let mut settings = settings::resolve(&self.config.container, &spec, &record.app_config)
+                    .map_err(AppError::BadRequest)?;
+                if !plan.strip_app && record.path.path != "/" {
+                    settings.health_url = format!("{}{}", record.path.path, settings.health_url);
                 }
-            };
+                AppBackend::Container(ContainerRuntime::new(
+                    record.id.clone(),
+                    self.instance.clone(),
+                    plan,
+                    settings,
+                    self.engine.clone(),
+                    self.builder.clone(),
+                ))
+            }
+        };
         Ok(Arc::new(App { record, backend }))
     }
 
@@ -229,38 +270,59 @@ impl Apps {
         Ok(list)
     }
 
-    /// Validates everything first (path, spec, params, settings, conflicts, the image), then
-    /// stores the app and publishes the new route table. Nothing is created on any error.
+    /// Validates everything first (path, spec, params, settings, conflicts, the source, the
+    /// image), then stores the app and publishes the new route table. Nothing is left behind on
+    /// any error.
     pub async fn create(&self, req: CreateAppRequest) -> Result<AppInfo, AppError> {
         let bad = |e: &dyn std::fmt::Display| AppError::BadRequest(e.to_string());
         let path = AppPath::parse(&req.path, &self.config.default_domain).map_err(|e| bad(&e))?;
-        let spec = specs::lookup(req.spec.as_deref()).map_err(|e| bad(&e))?;
-        spec.check_source(req.source_url.trim()).map_err(|e| bad(&e))?;
+        let spec = self.catalog.lookup(req.spec.as_deref()).map_err(|e| bad(&e))?;
+        let source_url = req.source_url.trim().to_string();
+        spec.check_source(&source_url).map_err(|e| bad(&e))?;
+        let source = SourceSpec::parse(&source_url).map_err(AppError::BadRequest)?;
         spec.check_params(&req.params).map_err(|e| bad(&e))?;
-        let record = AppRecord {
+        settings::resolve(&self.config.container, &spec, &req.app_config).map_err(AppError::BadRequest)?;
+        if spec.kind != SpecKind::Build && !req.build_args.is_empty() {
+            return Err(AppError::BadRequest(format!("spec {} builds nothing: --carg is not allowed", spec.name)));
+        }
+        let mut record = AppRecord {
             id: new_app_id(),
             path,
-            source_url: req.source_url.trim().to_string(),
-            spec: spec.name.to_string(),
+            source_url,
+            spec: spec.name.clone(),
             params: req.params.clone(),
             app_config: req.app_config.clone(),
             created_at: now_secs(),
+            git_branch: req.git_branch.clone(),
+            git_commit: req.git_commit.clone(),
+            source_commit: None,
+            snapshot: None,
+            build_args: req.build_args.clone(),
+            image: None,
         };
-        let app = self.build_app(record.clone())?;
         let _admin = self.admin.lock().await;
-        if let Some(existing) = self
-            .apps
-            .read()
-            .unwrap()
-            .values()
-            .find(|a| a.record.path.conflicts_with(&record.path, &self.config.default_domain))
-        {
-            return Err(AppError::BadRequest(format!("App already exists at {}", existing.record.path)));
+        self.check_conflicts(&record.path)?;
+        let snapshot = match source {
+            SourceSpec::None => None,
+            source => Some(self.fetch_and_prepare(&mut record, &source).await?),
+        };
+        let result = self.finish_create(record, req.dry_run).await;
+        if result.is_err() || req.dry_run {
+            if let Some(dir) = snapshot {
+                remove_dir_logged(&dir);
+            }
         }
-        if let AppBackend::Container(rt) = &app.backend {
-            self.engine.ensure_image(&rt.plan().image).await?;
+        result
+    }
+
+    async fn finish_create(&self, record: AppRecord, dry_run: bool) -> Result<AppInfo, AppError> {
+        let app = self.build_app(record.clone())?;
+        if let Some(rt) = app.runtime() {
+            if let ImageSource::Existing(image) = &rt.plan().image {
+                self.engine.ensure_image(image).await?;
+            }
         }
-        if req.dry_run {
+        if dry_run {
             return Ok(app.info());
         }
         self.store.insert_app(&record).await?;
@@ -269,6 +331,103 @@ impl Apps {
         self.rebuild_routes();
         tracing::info!(app = %record.path, id = %record.id, spec = %record.spec, "app created");
         Ok(app.info())
+    }
+
+    fn check_conflicts(&self, path: &AppPath) -> Result<(), AppError> {
+        let apps = self.apps.read().unwrap();
+        match apps.values().find(|a| a.record.path.conflicts_with(path, &self.config.default_domain)) {
+            Some(existing) => Err(AppError::BadRequest(format!("App already exists at {}", existing.record.path))),
+            None => Ok(()),
+        }
+    }
+
+    /// Fetches the source into a new snapshot of the app, checks it against the spec and
+    /// records the snapshot, commit and image name. Returns the snapshot folder.
+    async fn fetch_and_prepare(
+        &self,
+        record: &mut AppRecord,
+        source: &SourceSpec,
+    ) -> Result<std::path::PathBuf, AppError> {
+        let spec = self.catalog.lookup(Some(&record.spec)).map_err(|e| AppError::BadRequest(e.to_string()))?;
+        let root = self.home.sources_dir().join(&record.id);
+        let snap = source::fetch(source, record.git_branch.as_deref(), record.git_commit.as_deref(), &root)
+            .await
+            .map_err(|e| AppError::BadRequest(format!("{e:#}")))?;
+        let (dir, params, args) = (snap.dir.clone(), record.params.clone(), record.build_args.clone());
+        let prepared = tokio::task::spawn_blocking(move || plan::prepare_build(&spec, &dir, &params, &args))
+            .await
+            .map_err(|e| AppError::Internal(e.into()))?;
+        match prepared {
+            Ok(p) => {
+                record.snapshot = Some(snap.dir.display().to_string());
+                record.source_commit = snap.commit;
+                record.image = Some(p.image);
+                Ok(snap.dir)
+            }
+            Err(e) => {
+                remove_dir_logged(&snap.dir);
+                if std::fs::read_dir(&root).map(|mut d| d.next().is_none()).unwrap_or(false) {
+                    let _ = std::fs::remove_dir(&root);
+                }
+                Err(AppError::BadRequest(e))
+            }
+        }
+    }
+
+    /// Fetches the app's source again and builds it. A failed fetch or build changes nothing:
+    /// the current version keeps serving. On success the new version takes over; the old
+    /// container, image and snapshot are removed once the new one serves.
+    pub async fn reload(
+        &self,
+        path: &str,
+        branch: Option<String>,
+        commit: Option<String>,
+    ) -> Result<ReloadOutcome, AppError> {
+        let path =
+            AppPath::parse(path, &self.config.default_domain).map_err(|e| AppError::BadRequest(e.to_string()))?;
+        let _admin = self.admin.lock().await;
+        let old = self.find(&path)?;
+        let source = SourceSpec::parse(&old.record.source_url).map_err(AppError::BadRequest)?;
+        if source == SourceSpec::None {
+            return Err(AppError::BadRequest(format!("app {path} has no source to reload")));
+        }
+        let mut record = old.record.clone();
+        if branch.is_some() {
+            record.git_branch = branch;
+            record.git_commit = None;
+        }
+        if commit.is_some() {
+            record.git_commit = commit;
+        }
+        let snapshot = self.fetch_and_prepare(&mut record, &source).await?;
+        let new = match self.build_app(record.clone()) {
+            Ok(app) => app,
+            Err(e) => {
+                remove_dir_logged(&snapshot);
+                return Err(e);
+            }
+        };
+        let built = match new.runtime() {
+            Some(rt) => match rt.build_image().await {
+                Ok(built) => built,
+                Err(e) => {
+                    remove_dir_logged(&snapshot);
+                    return Err(AppError::BadRequest(e));
+                }
+            },
+            None => false,
+        };
+        if let Err(e) = self.store.update_source(&record).await {
+            remove_dir_logged(&snapshot);
+            return Err(e.into());
+        }
+        self.apps.write().unwrap().insert(record.id.clone(), new.clone());
+        self.spawn_reaper(&new);
+        self.rebuild_routes();
+        tracing::info!(app = %path, commit = ?record.source_commit, image = ?record.image, "app reloaded");
+        let outcome = ReloadOutcome { app: new.info(), built };
+        self.tasks.spawn(retire(self.engine.clone(), old, new));
+        Ok(outcome)
     }
 
     /// Deletes the app at exactly `path` and removes its containers.
@@ -291,7 +450,14 @@ impl Apps {
             for c in self.engine.list_labelled(&filter).await.map_err(anyhow::Error::from)? {
                 self.engine.remove(&c.id).await.map_err(anyhow::Error::from)?;
             }
+            if let ImageSource::Build(plan) = &rt.plan().image {
+                if !self.image_in_use(&plan.image) {
+                    let _ = self.engine.remove_image(&plan.image).await;
+                }
+            }
         }
+        remove_dir_logged(&self.home.sources_dir().join(&app.record.id));
+        let _ = std::fs::remove_file(self.builder.log_file(&app.record.id));
         tracing::info!(app = %path, "app deleted");
         Ok(info)
     }
@@ -307,6 +473,22 @@ impl Apps {
             })
             .cloned()
             .ok_or_else(|| AppError::NotFound(format!("app not found: {path}")))
+    }
+
+    fn image_in_use(&self, image: &str) -> bool {
+        self.container_runtimes().iter().any(|rt| rt.plan().image.name() == image)
+    }
+
+    /// The app's last build output (`app logs --build`).
+    pub fn build_log(&self, path: &str) -> Result<std::path::PathBuf, AppError> {
+        let path =
+            AppPath::parse(path, &self.config.default_domain).map_err(|e| AppError::BadRequest(e.to_string()))?;
+        let app = self.find(&path)?;
+        let file = self.builder.log_file(&app.record.id);
+        if !file.exists() {
+            return Err(AppError::BadRequest(format!("app {path} has no build output: nothing was built for it yet")));
+        }
+        Ok(file)
     }
 
     /// The app's container output: the last `lines`, then new output while `follow`.
@@ -339,6 +521,58 @@ impl Apps {
         }
         self.tasks.close();
         self.tasks.wait().await;
+    }
+}
+
+/// What `app reload` did.
+pub struct ReloadOutcome {
+    pub app: AppInfo,
+    pub built: bool,
+}
+
+/// Retires a replaced version: if it was serving, the new one is started first; requests in
+/// flight on the old container finish (bounded); then its tasks stop, and its container,
+/// image (when no longer used) and snapshot are removed.
+async fn retire(engine: Engine, old: Arc<App>, new: Arc<App>) {
+    if let (Some(old_rt), Some(new_rt)) = (old.runtime(), new.runtime()) {
+        if matches!(old_rt.state(), runtime::State::Running { .. }) {
+            if let Err(e) = new_rt.ensure_running(true).await {
+                tracing::warn!(app = %new.record.path, "the reloaded version did not start: {e}");
+            }
+        }
+        let drain_deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while old_rt.activity.in_flight() > 0 && tokio::time::Instant::now() < drain_deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        old_rt.shutdown().await;
+        if old_rt.container_name() != new_rt.container_name() {
+            if let Some(id) = old_rt.container_id() {
+                if let Err(e) = engine.remove(&id).await {
+                    tracing::warn!(app = %old.record.path, "removing the superseded container failed: {e}");
+                }
+            }
+        }
+        let (old_image, new_image) = (old_rt.plan().image.name(), new_rt.plan().image.name());
+        if old_image != new_image && matches!(old_rt.plan().image, ImageSource::Build(_)) {
+            match engine.remove_image(old_image).await {
+                Ok(true) => tracing::info!(app = %old.record.path, image = old_image, "removed the superseded image"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(app = %old.record.path, "removing the superseded image failed: {e}"),
+            }
+        }
+    }
+    if old.record.snapshot != new.record.snapshot {
+        if let Some(dir) = &old.record.snapshot {
+            remove_dir_logged(std::path::Path::new(dir));
+        }
+    }
+}
+
+fn remove_dir_logged(dir: &std::path::Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!("cannot remove {}: {e}", dir.display());
+        }
     }
 }
 

@@ -3,9 +3,12 @@
 //! I/O inside, and every waiter watches the same channel.
 //!
 //! ```text
-//!   Stopped ──request──▶ Starting ──ready──▶ Running ──idle / exit event──▶ Stopping ─▶ Stopped
-//!                          │                                                  (exit event: straight to Stopped)
-//!                          └──error──▶ Failed{retry_at} ──request after retry_at──▶ Starting
+//!   Stopped ──request──▶ Starting ◀──▶ Building (image missing)
+//!                          │ ready
+//!                          ▼
+//!                        Running ──idle──▶ Stopping ──▶ Stopped     (exit event: Running ──▶ Stopped)
+//!   Starting/Building ──error──▶ Failed{retry_at} ──request after retry_at──▶ Starting
+//!                                (a failed build has no retry_at: it waits for a reload)
 //! ```
 
 use std::collections::HashMap;
@@ -21,9 +24,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::activity::{Activity, ActivityGuard};
+use super::builder::Builder;
 use super::health;
+use super::plan::{ContainerPlan, ImageSource};
 use crate::engine::{self, ContainerSpec, Engine, EngineError};
-use crate::specs::ContainerPlan;
 
 /// Lines of container output shown when a start fails.
 const LOG_TAIL_LINES: usize = 20;
@@ -32,9 +36,16 @@ const LOG_TAIL_LINES: usize = 20;
 pub enum State {
     Stopped,
     Starting,
-    Running { upstream: SocketAddr },
+    Building,
+    Running {
+        upstream: SocketAddr,
+    },
     Stopping,
-    Failed { error: Arc<str>, retry_at: Instant },
+    /// `retry_at: None`: not retried until the source or config changes (a failed build).
+    Failed {
+        error: Arc<str>,
+        retry_at: Option<Instant>,
+    },
 }
 
 impl State {
@@ -42,6 +53,7 @@ impl State {
         match self {
             State::Stopped => "stopped",
             State::Starting => "starting",
+            State::Building => "building",
             State::Running { .. } => "running",
             State::Stopping => "stopping",
             State::Failed { .. } => "failed",
@@ -52,9 +64,12 @@ impl State {
 /// Why a request could not get a running container.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The start failed; no new attempt before `retry_at`.
+    /// The start failed; no new attempt before `retry_at` (never, for a failed build).
     #[error("{error}")]
-    Failed { error: Arc<str>, retry_at: Instant },
+    Failed { error: Arc<str>, retry_at: Option<Instant> },
+    /// An image build is running and the caller asked not to wait for it.
+    #[error("the app's image is being built")]
+    Building,
     /// The start did not finish within the request's wait bound.
     #[error("the app is still starting")]
     Timeout,
@@ -79,6 +94,7 @@ pub struct ContainerRuntime {
     plan: ContainerPlan,
     pub settings: RuntimeSettings,
     engine: Engine,
+    builder: Arc<Builder>,
     state: watch::Sender<State>,
     container_id: Mutex<Option<String>>,
     failures: AtomicU32,
@@ -94,6 +110,7 @@ impl ContainerRuntime {
         plan: ContainerPlan,
         settings: RuntimeSettings,
         engine: Engine,
+        builder: Arc<Builder>,
     ) -> Arc<Self> {
         Arc::new(ContainerRuntime {
             app_id,
@@ -101,6 +118,7 @@ impl ContainerRuntime {
             plan,
             settings,
             engine,
+            builder,
             state: watch::Sender::new(State::Stopped),
             container_id: Mutex::new(None),
             failures: AtomicU32::new(0),
@@ -129,7 +147,7 @@ impl ContainerRuntime {
     /// Hash of everything the container is created from; part of its name and a label.
     pub fn config_hash(&self) -> String {
         let mut h = Sha256::new();
-        h.update(self.plan.image.as_bytes());
+        h.update(self.plan.image.name().as_bytes());
         h.update([0]);
         h.update(self.plan.port.to_string());
         h.update([0]);
@@ -151,8 +169,12 @@ impl ContainerRuntime {
 
     /// Returns the upstream of a running container, starting it if needed. Concurrent callers
     /// share one start; the start runs as its own task, so a caller that goes away does not
-    /// cancel it. The returned guard keeps the app counted as busy.
-    pub async fn ensure_running(self: &Arc<Self>) -> Result<(SocketAddr, ActivityGuard), StartError> {
+    /// cancel it. The returned guard keeps the app counted as busy. With `wait_for_build`
+    /// false, a caller that finds an image build running gets [`StartError::Building`] at once.
+    pub async fn ensure_running(
+        self: &Arc<Self>,
+        wait_for_build: bool,
+    ) -> Result<(SocketAddr, ActivityGuard), StartError> {
         let guard = self.activity.enter();
         let deadline = Instant::now() + self.settings.start_timeout;
         let mut rx = self.state.subscribe();
@@ -164,8 +186,12 @@ impl ContainerRuntime {
                     outcome = Some(Ok(*upstream));
                     false
                 }
-                State::Failed { error, retry_at } if Instant::now() < *retry_at => {
+                State::Failed { error, retry_at } if retry_at.is_none_or(|t| Instant::now() < t) => {
                     outcome = Some(Err(StartError::Failed { error: error.clone(), retry_at: *retry_at }));
+                    false
+                }
+                State::Building if !wait_for_build => {
+                    outcome = Some(Err(StartError::Building));
                     false
                 }
                 State::Stopped | State::Failed { .. } => {
@@ -173,7 +199,7 @@ impl ContainerRuntime {
                     spawn_start = true;
                     true
                 }
-                State::Starting | State::Stopping => false,
+                State::Starting | State::Building | State::Stopping => false,
             });
             if let Some(outcome) = outcome {
                 return outcome.map(|upstream| (upstream, guard));
@@ -185,7 +211,11 @@ impl ContainerRuntime {
                 let me = self.clone();
                 self.tasks.spawn(async move { me.run_start().await });
             }
-            let settled = rx.wait_for(|s| !matches!(s, State::Starting | State::Stopping));
+            let settled = rx.wait_for(|s| match s {
+                State::Starting | State::Stopping => false,
+                State::Building => !wait_for_build,
+                _ => true,
+            });
             match tokio::time::timeout_at(deadline, settled).await {
                 Ok(Ok(_)) => continue,
                 Ok(Err(_)) => return Err(StartError::Gone),
@@ -195,6 +225,10 @@ impl ContainerRuntime {
     }
 
     async fn run_start(self: Arc<Self>) {
+        if let Err(error) = self.build_image().await {
+            self.state.send_replace(State::Failed { error: error.into(), retry_at: None });
+            return;
+        }
         let started = Instant::now();
         let deadline = started + self.settings.start_timeout;
         let result = tokio::select! {
@@ -218,9 +252,40 @@ impl ContainerRuntime {
                 if let Some(id) = self.container_id() {
                     let _ = self.engine.stop(&id, self.settings.stop_timeout_secs).await;
                 }
-                self.state.send_replace(State::Failed { error: error.into(), retry_at: Instant::now() + backoff });
+                self.state
+                    .send_replace(State::Failed { error: error.into(), retry_at: Some(Instant::now() + backoff) });
             }
         }
+    }
+
+    /// Builds the app's image if it has a build plan and the image is missing. While the build
+    /// runs the state is `Building`.
+    pub async fn build_image(&self) -> Result<bool, String> {
+        let ImageSource::Build(plan) = &self.plan.image else { return Ok(false) };
+        let building = || {
+            self.state.send_if_modified(|s| {
+                let moved = matches!(s, State::Starting);
+                if moved {
+                    *s = State::Building;
+                }
+                moved
+            });
+        };
+        let result = tokio::select! {
+            r = self.builder.ensure(&self.app_id, plan, building) => r,
+            _ = self.cancel.cancelled() => Err("the app was deleted".to_string()),
+        };
+        self.state.send_if_modified(|s| {
+            let moved = matches!(s, State::Building);
+            if moved {
+                *s = State::Starting;
+            }
+            moved
+        });
+        if let Err(e) = &result {
+            tracing::warn!(app = %self.app_id, "{e}");
+        }
+        result
     }
 
     /// Finds or creates the container, starts it and waits until it answers its health check.
@@ -275,10 +340,12 @@ impl ContainerRuntime {
             *self.container_id.lock().unwrap() = Some(found.id.clone());
             return Ok(found.id.clone());
         }
-        self.engine.ensure_image(&self.plan.image).await?;
+        if let ImageSource::Existing(image) = &self.plan.image {
+            self.engine.ensure_image(image).await?;
+        }
         let spec = ContainerSpec {
             name,
-            image: self.plan.image.clone(),
+            image: self.plan.image.name().to_string(),
             port: self.plan.port,
             env: self.plan.env.clone(),
             labels: self.labels(),

@@ -6,16 +6,23 @@ use std::time::Duration;
 
 use super::runtime::RuntimeSettings;
 use crate::config::ContainerDefaults;
+use crate::specs::Spec;
 
 /// The keys `--conf` accepts.
 pub const KNOWN_KEYS: &[&str] =
     &["container.idle_shutdown_secs", "container.health_url", "container.start_timeout_secs"];
 
-/// Checks `--conf` entries and resolves the runtime settings for one app.
-pub fn resolve(defaults: &ContainerDefaults, app_config: &BTreeMap<String, String>) -> Result<RuntimeSettings, String> {
+/// Checks `--conf` entries and resolves the runtime settings for one app: the app's own
+/// config, then the spec's health URL, then berth.toml.
+pub fn resolve(
+    defaults: &ContainerDefaults,
+    spec: &Spec,
+    app_config: &BTreeMap<String, String>,
+) -> Result<RuntimeSettings, String> {
+    let health = spec.container.health_url.as_deref().unwrap_or(&defaults.health_url);
     let mut s = RuntimeSettings {
         idle_shutdown: Duration::from_secs(defaults.idle_shutdown_secs),
-        health_url: normalize_health_url(&defaults.health_url)?,
+        health_url: normalize_health_url(health)?,
         start_timeout: Duration::from_secs(defaults.start_timeout_secs.max(1)),
         failure_backoff: Duration::from_secs(defaults.failure_backoff_secs),
         stop_timeout_secs: defaults.stop_timeout_secs,
@@ -53,6 +60,11 @@ mod tests {
     #[test]
     fn overrides_and_errors() {
         let d = ContainerDefaults::default();
+        let catalog = crate::specs::Catalog::load(&[]).unwrap();
+        let image = catalog.lookup(Some("image")).unwrap();
+        let streamlit = catalog.lookup(Some("python-streamlit")).unwrap();
+        assert_eq!(resolve(&d, &streamlit, &BTreeMap::new()).unwrap().health_url, "/_stcore/health");
+        let resolve = |d: &ContainerDefaults, conf: &BTreeMap<String, String>| resolve(d, &image, conf);
         let conf = BTreeMap::from([
             ("container.idle_shutdown_secs".to_string(), "5".to_string()),
             ("container.health_url".to_string(), "\"healthz\"".to_string()),

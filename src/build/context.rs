@@ -41,6 +41,17 @@ impl BuildContext {
         }
     }
 
+    /// The regular files, by path.
+    pub fn files(&self) -> BTreeMap<String, Vec<u8>> {
+        self.entries
+            .iter()
+            .filter_map(|(p, e)| match e {
+                Entry::File { data, .. } => Some((p.clone(), data.clone())),
+                Entry::Symlink(_) => None,
+            })
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

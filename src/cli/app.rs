@@ -7,7 +7,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::client::AdminClient;
 use super::output::{self, Format};
-use crate::api::{AppList, CreateAppRequest, CreateAppResponse, DeleteResponse};
+use crate::api::{AppList, CreateAppRequest, CreateAppResponse, DeleteResponse, ReloadResponse};
 use crate::apps::parse_kv;
 
 const DRY_RUN_NOTE: &str = "*** dry-run mode, changes have NOT been committed. ***";
@@ -22,15 +22,28 @@ pub enum AppCommand {
     List(ListArgs),
     /// Delete an app and remove its containers.
     Delete(DeleteArgs),
+    /// Fetch the app's source again and build it; the current version serves until the new
+    /// one is ready, and keeps serving if the fetch or build fails.
+    Reload(ReloadArgs),
     /// Show an app's container output.
     Logs(LogsArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// The app spec: image (run an image) or proxy (forward to a URL).
+    /// The app spec, e.g. image, proxy, container, python-flask, python-streamlit, go
+    /// (`berth spec list` shows them all).
     #[arg(long)]
     spec: Option<String>,
+    /// The git branch to fetch (default: the repository's default branch).
+    #[arg(long, short = 'b')]
+    branch: Option<String>,
+    /// The git commit to fetch; wins over --branch.
+    #[arg(long, short = 'c')]
+    commit: Option<String>,
+    /// A build arg for the Containerfile, KEY=VALUE; repeatable (e.g. PYTHON_VERSION=3.11.1).
+    #[arg(long = "carg", alias = "container-arg", value_name = "KEY=VALUE")]
+    cargs: Vec<String>,
     /// A param, KEY=VALUE; repeatable. Every param reaches the container as an env var.
     #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
     params: Vec<String>,
@@ -44,7 +57,9 @@ pub struct CreateArgs {
     /// Check everything and print what would be created, without creating it.
     #[arg(long)]
     dry_run: bool,
-    /// The app's source; `-` for specs that need none (image, proxy).
+    /// The app's source: a local folder, a git URL (`github.com/org/repo/sub/dir`,
+    /// `https://host/org/repo`, `git@host:org/repo`, `file:///path`), or `-` for specs that
+    /// need none (image, proxy).
     source: String,
     /// Where the app is served: `[domain:]/path`, e.g. `nginxapp.localhost:/` or `/tools/nginx`.
     app_path: String,
@@ -68,7 +83,22 @@ pub struct DeleteArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ReloadArgs {
+    /// Fetch this branch (and remember it for later reloads).
+    #[arg(long, short = 'b')]
+    branch: Option<String>,
+    /// Fetch this commit.
+    #[arg(long, short = 'c')]
+    commit: Option<String>,
+    /// The app's `[domain:]/path`.
+    app_path: String,
+}
+
+#[derive(Debug, Args)]
 pub struct LogsArgs {
+    /// Show the output of the app's last image build instead of the container's.
+    #[arg(long)]
+    build: bool,
     /// Keep printing new output until interrupted.
     #[arg(long, short = 'f')]
     follow: bool,
@@ -99,11 +129,21 @@ pub async fn run(cmd: AppCommand, client: &AdminClient) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        AppCommand::Reload(a) => {
+            let query = [("path", Some(a.app_path)), ("branch", a.branch), ("commit", a.commit)];
+            let resp: ReloadResponse = client.json(Method::POST, "/v1/apps/reload", &query, None::<&()>).await?;
+            let what = if resp.built { "built" } else { "reused" };
+            let image = resp.app.image.as_deref().unwrap_or("-");
+            let commit = resp.app.git_commit.as_deref().map(|c| format!(" at commit {}", &c[..c.len().min(12)]));
+            println!("Reloaded {}{}: image {image} {what}.", resp.app.app_path, commit.unwrap_or_default());
+            Ok(())
+        }
         AppCommand::Logs(a) => {
             let query = [
                 ("path", Some(a.app_path)),
                 ("lines", a.lines.map(|n| n.to_string())),
                 ("follow", Some(a.follow.to_string())),
+                ("build", Some(a.build.to_string())),
             ];
             let mut body = client.send(Method::GET, "/v1/apps/logs", &query, None).await?.into_body();
             let mut stdout = tokio::io::stdout();
@@ -121,11 +161,15 @@ pub async fn run(cmd: AppCommand, client: &AdminClient) -> anyhow::Result<()> {
 async fn create(a: CreateArgs, client: &AdminClient) -> anyhow::Result<()> {
     let params = parse_kv(&a.params, "param").map_err(anyhow::Error::msg)?;
     let app_config = parse_kv(&a.conf, "app config").map_err(anyhow::Error::msg)?;
+    let build_args = parse_kv(&a.cargs, "container arg").map_err(anyhow::Error::msg)?;
     let source_url = absolute_source(&a.source)?;
     let req = CreateAppRequest {
         source_url,
         path: a.app_path,
         spec: a.spec,
+        build_args,
+        git_branch: a.branch,
+        git_commit: a.commit,
         params,
         app_config,
         approve: a.approve,
@@ -146,11 +190,12 @@ async fn create(a: CreateArgs, client: &AdminClient) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Local sources are made absolute relative to the CLI's working folder and must exist.
+/// Local sources (a path starting with `/`, `.` or `~`, or an existing folder) are made
+/// absolute relative to the CLI's working folder and must exist.
 fn absolute_source(source: &str) -> anyhow::Result<String> {
     let s = source.trim();
     let local = s.starts_with('/') || s.starts_with('.') || s.starts_with('~');
-    if s == "-" || !local {
+    if s == "-" || (!local && !std::path::Path::new(s).is_dir()) {
         return Ok(s.to_string());
     }
     let expanded = match s.strip_prefix('~') {

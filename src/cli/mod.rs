@@ -5,6 +5,7 @@ mod app;
 mod client;
 mod output;
 mod server;
+mod spec;
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +34,9 @@ enum Command {
     /// Start or stop the server.
     #[command(subcommand)]
     Server(server::ServerCommand),
+    /// Show the app specs the server knows.
+    #[command(subcommand)]
+    Spec(spec::SpecCommand),
 }
 
 /// Runs the CLI and returns the process exit code: 0 on success, 1 on any error (one line
@@ -71,10 +75,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let home = Home::from_env()?;
     match cli.command {
         Command::Server(cmd) => server::run(cmd, home),
-        Command::App(cmd) => {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let client = client::AdminClient::new(home.socket());
-            rt.block_on(app::run(cmd, &client))
-        }
+        Command::App(cmd) => with_client(&home, |client| async move { app::run(cmd, &client).await }),
+        Command::Spec(cmd) => with_client(&home, |client| async move { spec::run(cmd, &client).await }),
     }
+}
+
+fn with_client<F, Fut>(home: &Home, f: F) -> anyhow::Result<()>
+where
+    F: FnOnce(client::AdminClient) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(f(client::AdminClient::new(home.socket())))
 }

@@ -9,7 +9,7 @@ use bollard::container::{
     Config as BollardConfig, CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogOutput,
     LogsOptions, RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
 };
-use bollard::image::CreateImageOptions;
+use bollard::image::{BuildImageOptions, CreateImageOptions, RemoveImageOptions};
 use bollard::models::{HostConfig, PortBinding};
 use bollard::system::EventsOptions;
 use bollard::Docker;
@@ -33,6 +33,8 @@ pub enum EngineError {
     Api(#[from] bollard::errors::Error),
     #[error("container {0} publishes no port on 127.0.0.1")]
     NoPort(String),
+    #[error("{0}")]
+    Build(String),
 }
 
 /// What to create: everything the engine needs and nothing about apps.
@@ -127,6 +129,60 @@ impl Engine {
             Ok(())
         } else {
             Err(EngineError::Pull { image: image.into(), message: "the pull finished but the image is missing".into() })
+        }
+    }
+
+    /// Builds `tag` from a tar context with the classic builder; each output line goes to
+    /// `on_line`. The error carries the engine's message (a Containerfile parse error, or the
+    /// failing step's output).
+    pub async fn build(
+        &self,
+        context: Vec<u8>,
+        tag: &str,
+        containerfile: &str,
+        build_args: &HashMap<String, String>,
+        labels: &HashMap<String, String>,
+        mut on_line: impl FnMut(&str),
+    ) -> Result<(), EngineError> {
+        let opts = BuildImageOptions {
+            dockerfile: containerfile.to_string(),
+            t: tag.to_string(),
+            buildargs: build_args.clone(),
+            labels: labels.clone(),
+            rm: true,
+            forcerm: true,
+            ..Default::default()
+        };
+        let mut stream = self.docker.build_image(opts, None, Some(context.into()));
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(text) = info.stream.as_deref().or(info.status.as_deref()) {
+                        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                            on_line(line);
+                        }
+                    }
+                    if let Some(err) = info.error {
+                        on_line(&err);
+                        return Err(EngineError::Build(err.trim().to_string()));
+                    }
+                }
+                Err(e) => {
+                    let message = api_message(&e);
+                    on_line(&message);
+                    return Err(EngineError::Build(message));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes an image unless a container still uses it; a missing image is not an error.
+    pub async fn remove_image(&self, image: &str) -> Result<bool, EngineError> {
+        match self.docker.remove_image(image, Some(RemoveImageOptions { force: false, noprune: false }), None).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) || is_status(&e, 409) => Ok(false),
+            Err(e) => Err(e.into()),
         }
     }
 

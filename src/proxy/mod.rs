@@ -30,8 +30,10 @@ pub struct Target {
     pub authority: Authority,
     /// Path the upstream is mounted at (`""` for its root).
     pub base_path: String,
-    /// The app path, stripped from the request path before forwarding.
+    /// The app path: stripped from the request path before forwarding when `strip_app`, and
+    /// sent as `X-Forwarded-Prefix`.
     pub app_path: String,
+    pub strip_app: bool,
     pub preserve_host: bool,
 }
 
@@ -42,6 +44,7 @@ impl Target {
             authority: uri.authority().cloned().expect("checked when the app was created"),
             base_path: uri.path().trim_end_matches('/').to_string(),
             app_path: app_path.to_string(),
+            strip_app: true,
             preserve_host,
         }
     }
@@ -95,7 +98,8 @@ impl Proxy {
             .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
         let upgrade = if req.version() == Version::HTTP_11 { headers::upgrade_protocol(req.headers()) } else { None };
         let path_and_query = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let path = headers::upstream_path(path_and_query, &target.app_path, &target.base_path);
+        let strip = if target.strip_app { target.app_path.as_str() } else { "/" };
+        let path = headers::upstream_path(path_and_query, strip, &target.base_path);
         let uri = match Uri::builder()
             .scheme(target.scheme.clone())
             .authority(target.authority.clone())

@@ -13,7 +13,9 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{AppList, CreateAppRequest, CreateAppResponse, DeleteResponse, ErrorBody};
+use crate::api::{
+    AppList, CreateAppRequest, CreateAppResponse, DeleteResponse, ErrorBody, ReloadResponse, SpecInfo, SpecParam,
+};
 use crate::apps::{AppError, Apps};
 use crate::config::Config;
 
@@ -27,6 +29,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/v1/apps", get(list).post(create).delete(delete))
         .route("/v1/apps/logs", get(logs))
+        .route("/v1/apps/reload", post(reload))
+        .route("/v1/specs", get(specs))
         .route("/v1/server/stop", post(stop))
         .with_state(state)
 }
@@ -90,14 +94,67 @@ async fn delete(
 }
 
 #[derive(Deserialize)]
+struct ReloadQuery {
+    path: String,
+    branch: Option<String>,
+    commit: Option<String>,
+}
+
+async fn reload(
+    State(s): State<Arc<AdminState>>,
+    Query(q): Query<ReloadQuery>,
+) -> Result<Json<ReloadResponse>, AppError> {
+    let outcome = s.apps.reload(&q.path, q.branch, q.commit).await?;
+    Ok(Json(ReloadResponse { app: outcome.app, built: outcome.built }))
+}
+
+async fn specs(State(s): State<Arc<AdminState>>) -> Json<Vec<SpecInfo>> {
+    Json(
+        s.apps
+            .catalog()
+            .all()
+            .map(|spec| SpecInfo {
+                name: spec.name.clone(),
+                help: spec.help.clone(),
+                origin: spec.origin.clone(),
+                params: spec
+                    .params
+                    .iter()
+                    .map(|p| SpecParam {
+                        name: p.name.clone(),
+                        required: p.required,
+                        default: p.default.clone(),
+                        help: p.help.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    )
+}
+
+#[derive(Deserialize)]
 struct LogsQuery {
     path: String,
     lines: Option<usize>,
     #[serde(default)]
     follow: bool,
+    #[serde(default)]
+    build: bool,
 }
 
 async fn logs(State(s): State<Arc<AdminState>>, Query(q): Query<LogsQuery>) -> Result<Response, AppError> {
+    if q.build {
+        let file = s.apps.build_log(&q.path)?;
+        let text = tokio::fs::read(&file).await.map_err(|e| AppError::Internal(e.into()))?;
+        let text = match q.lines {
+            Some(n) => tail_lines(&text, n),
+            None => text,
+        };
+        return Ok(Response::builder()
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(Body::from(text))
+            .expect("static headers"));
+    }
     let stream = s.apps.logs(&q.path, q.lines, q.follow)?;
     let stop = s.stop.clone();
     // End a followed stream when the server stops, so shutdown is not held up by it.
@@ -112,4 +169,11 @@ async fn stop(State(s): State<Arc<AdminState>>) -> Json<serde_json::Value> {
     tracing::info!("stop requested through the admin API");
     s.stop.cancel();
     Json(serde_json::json!({}))
+}
+
+fn tail_lines(text: &[u8], n: usize) -> Vec<u8> {
+    let trimmed = text.strip_suffix(b"\n").unwrap_or(text);
+    let start =
+        trimmed.iter().enumerate().rev().filter(|(_, b)| **b == b'\n').nth(n.saturating_sub(1)).map(|(i, _)| i + 1);
+    text[start.unwrap_or(0)..].to_vec()
 }

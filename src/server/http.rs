@@ -53,13 +53,14 @@ impl Frontend {
                 let target = Target::from_uri(&plan.url, &app_path, plan.preserve_host);
                 self.proxy.forward(req, &target, client, None).await
             }
-            AppBackend::Container(rt) => match rt.ensure_running().await {
+            AppBackend::Container(rt) => match rt.ensure_running(!wants_html(&req)).await {
                 Ok((addr, guard)) => {
                     let target = Target {
                         scheme: http::uri::Scheme::HTTP,
                         authority: addr.to_string().parse().expect("a socket address is an authority"),
                         base_path: String::new(),
                         app_path,
+                        strip_app: rt.plan().strip_app,
                         preserve_host: app.preserve_host(),
                     };
                     self.proxy.forward(req, &target, client, Some(guard)).await
@@ -69,10 +70,13 @@ impl Frontend {
                         StatusCode::BAD_GATEWAY,
                         &format!("app {} failed to start: {error}", app.record.path),
                     );
-                    let secs = retry_at.saturating_duration_since(tokio::time::Instant::now()).as_secs().max(1);
-                    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                    if let Some(retry_at) = retry_at {
+                        let secs = retry_at.saturating_duration_since(tokio::time::Instant::now()).as_secs().max(1);
+                        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                    }
                     resp
                 }
+                Err(StartError::Building) => starting_page(&app.record.path.to_string()),
                 Err(StartError::Timeout) => {
                     let mut resp = error_response(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -85,6 +89,28 @@ impl Frontend {
             },
         }
     }
+}
+
+/// Browsers (Accept: text/html) get a page while an image builds instead of waiting.
+fn wants_html(req: &Request<Incoming>) -> bool {
+    req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"))
+}
+
+/// A small page that says the app is starting and reloads itself.
+fn starting_page(app: &str) -> Response<ProxyBody> {
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"2\">\
+         <title>Starting {app}</title></head><body style=\"font-family:sans-serif;margin:3em\">\
+         <h1>Starting {app}&hellip;</h1><p>The app's image is being built. This page refreshes by itself.</p>\
+         </body></html>\n"
+    );
+    let mut resp = Response::new(crate::proxy::body::full(html));
+    *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 /// Accepts connections until `cancel`; each connection is watched for graceful shutdown.

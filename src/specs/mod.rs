@@ -1,12 +1,17 @@
-//! The spec catalog: which specs exist, the params each declares (required, defaults, types),
-//! and how an app's spec and params turn into what runs: a container to start or a URL to
-//! forward to. Pure logic; the engine and the proxy act on the [`Backend`] it returns.
+//! The spec catalog: the built-in specs (the top-level `specs/` folder, embedded in the
+//! binary) plus spec folders named in berth.toml, the params each declares (required,
+//! defaults, types), and the checks and defaults that turn an app's params into what runs.
+//! Pure logic apart from reading spec folders at load.
+
+mod catalog;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use crate::app_path::AppPath;
+pub use catalog::Catalog;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ParamType {
     String,
     Int,
@@ -14,71 +19,62 @@ pub enum ParamType {
     Url,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 pub struct ParamDef {
-    pub name: &'static str,
+    pub name: String,
+    #[serde(default = "default_kind")]
     pub kind: ParamType,
+    #[serde(default)]
     pub required: bool,
-    pub default: Option<&'static str>,
-    pub help: &'static str,
+    pub default: Option<String>,
+    #[serde(default)]
+    pub help: String,
+}
+
+fn default_kind() -> ParamType {
+    ParamType::String
+}
+
+/// Container settings a spec declares (`[container]` in spec.toml).
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+pub struct SpecContainer {
+    /// Port used when neither the `port` param nor an EXPOSE gives one.
+    pub port: Option<u16>,
+    pub health_url: Option<String>,
+    /// Strip the app path before forwarding (true) or forward it as is, for apps that serve
+    /// under `CL_APP_PATH` themselves (false).
+    #[serde(default = "yes")]
+    pub strip_app: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecKind {
+    /// Runs the image named by the `image` param; no source.
+    Image,
+    /// Forwards to the `url` param; no container, no source.
+    Proxy,
+    /// Builds an image from the app's source with the spec's (or the source's) Containerfile.
+    Build,
 }
 
 #[derive(Debug, Clone)]
 pub struct Spec {
-    pub name: &'static str,
-    pub help: &'static str,
-    /// Whether the app is built from a source; `image` and `proxy` take `-`.
-    pub takes_source: bool,
-    pub params: &'static [ParamDef],
+    pub name: String,
+    pub help: String,
+    pub kind: SpecKind,
+    pub params: Vec<ParamDef>,
+    pub container: SpecContainer,
+    /// Files the app's source must have (`go.mod` for go).
+    pub requires: Vec<String>,
+    /// Files copied into the build context before the app's source (source files win).
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// `built-in` or the folder the spec was loaded from.
+    pub origin: String,
 }
-
-const PRESERVE_HOST: ParamDef = ParamDef {
-    name: "preserve_host",
-    kind: ParamType::Bool,
-    required: false,
-    default: Some("false"),
-    help: "Send the client's Host header upstream instead of the upstream's",
-};
-
-static SPECS: &[Spec] = &[
-    Spec {
-        name: "image",
-        help: "Run an existing container image; no source (use - as the source)",
-        takes_source: false,
-        params: &[
-            ParamDef {
-                name: "image",
-                kind: ParamType::String,
-                required: true,
-                default: None,
-                help: "The image to run",
-            },
-            ParamDef {
-                name: "port",
-                kind: ParamType::Int,
-                required: true,
-                default: None,
-                help: "The port the app listens on inside the container",
-            },
-            PRESERVE_HOST,
-        ],
-    },
-    Spec {
-        name: "proxy",
-        help: "Forward requests to a URL; no container, no source (use - as the source)",
-        takes_source: false,
-        params: &[
-            ParamDef {
-                name: "url",
-                kind: ParamType::Url,
-                required: true,
-                default: None,
-                help: "The URL requests are proxied to",
-            },
-            PRESERVE_HOST,
-        ],
-    },
-];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SpecError {
@@ -92,37 +88,11 @@ pub enum SpecError {
     BadParam { name: String, expected: &'static str, value: String },
     #[error("spec {0} takes no source: use - as the source")]
     SourceNotAllowed(String),
+    #[error("spec {0} needs a source (a folder or a git URL), not -")]
+    SourceRequired(String),
 }
 
-pub fn all() -> &'static [Spec] {
-    SPECS
-}
-
-fn known_names() -> String {
-    SPECS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
-}
-
-pub fn lookup(name: Option<&str>) -> Result<&'static Spec, SpecError> {
-    let name = name.ok_or_else(|| SpecError::Missing(known_names()))?;
-    SPECS.iter().find(|s| s.name == name).ok_or_else(|| SpecError::Unknown(name.into(), known_names()))
-}
-
-/// Where an app's requests go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Backend {
-    Container(ContainerPlan),
-    Url(UrlPlan),
-}
-
-/// A container to run for the app; env already holds the params, `CL_APP_PATH` and `PORT`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContainerPlan {
-    pub image: String,
-    pub port: u16,
-    pub env: Vec<(String, String)>,
-    pub preserve_host: bool,
-}
-
+/// Where an app's requests go, for specs that need no build input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UrlPlan {
     pub url: http::Uri,
@@ -131,18 +101,19 @@ pub struct UrlPlan {
 
 impl Spec {
     pub fn check_source(&self, source: &str) -> Result<(), SpecError> {
-        if !self.takes_source && source != "-" {
-            return Err(SpecError::SourceNotAllowed(self.name.into()));
+        match (self.kind, source == "-") {
+            (SpecKind::Build, true) => Err(SpecError::SourceRequired(self.name.clone())),
+            (SpecKind::Image | SpecKind::Proxy, false) => Err(SpecError::SourceNotAllowed(self.name.clone())),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Checks the declared params (required ones present, typed ones well-formed). Params the
     /// spec does not declare are allowed: they reach the container as env vars.
     pub fn check_params(&self, params: &BTreeMap<String, String>) -> Result<(), SpecError> {
-        for def in self.params {
-            match params.get(def.name) {
-                None if def.required => return Err(SpecError::MissingParam(def.name.into())),
+        for def in &self.params {
+            match params.get(&def.name) {
+                None if def.required => return Err(SpecError::MissingParam(def.name.clone())),
                 None => {}
                 Some(v) => check_value(def, v)?,
             }
@@ -150,42 +121,42 @@ impl Spec {
         Ok(())
     }
 
-    /// The backend for this spec: call only with params that passed [`Spec::check_params`].
-    pub fn backend(&self, params: &BTreeMap<String, String>, path: &AppPath) -> Result<Backend, SpecError> {
+    /// The app's params with the spec's defaults filled in: what the container's env holds.
+    pub fn effective_params(&self, params: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut all: BTreeMap<String, String> =
+            self.params.iter().filter_map(|d| Some((d.name.clone(), d.default.clone()?))).collect();
+        all.extend(params.iter().map(|(k, v)| (k.clone(), v.clone())));
+        all
+    }
+
+    pub fn preserve_host(&self, params: &BTreeMap<String, String>) -> bool {
+        self.effective_params(params).get("preserve_host").and_then(|v| parse_bool(v)).unwrap_or(false)
+    }
+
+    /// The container port: the `port` param if the user gave one, else the Containerfile's
+    /// last EXPOSE, else the spec's default. `None` when nothing gives one.
+    pub fn container_port(&self, params: &BTreeMap<String, String>, exposed: Option<u16>) -> Option<u16> {
+        let parse = |v: &String| v.parse::<u16>().ok().filter(|p| *p > 0);
+        params
+            .get("port")
+            .and_then(parse)
+            .or(exposed)
+            .or_else(|| self.effective_params(&BTreeMap::new()).get("port").and_then(parse))
+            .or(self.container.port)
+    }
+
+    /// The upstream URL of a proxy app (params already checked).
+    pub fn url_plan(&self, params: &BTreeMap<String, String>) -> Result<UrlPlan, SpecError> {
         self.check_params(params)?;
-        let get = |name: &str| {
-            params.get(name).map(String::as_str).or_else(|| self.params.iter().find(|d| d.name == name)?.default)
-        };
-        let preserve_host = get("preserve_host").map(parse_bool).unwrap_or(Some(false)).unwrap_or(false);
-        match self.name {
-            "proxy" => Ok(Backend::Url(UrlPlan {
-                url: parse_url(get("url").unwrap_or_default()).expect("checked"),
-                preserve_host,
-            })),
-            _ => {
-                let port: u16 = get("port").and_then(|p| p.parse().ok()).expect("checked");
-                let mut env: Vec<(String, String)> = params
-                    .iter()
-                    .filter(|(k, _)| *k != "CL_APP_PATH" && *k != "PORT")
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                env.push(("CL_APP_PATH".into(), path.env_path().into()));
-                env.push(("PORT".into(), port.to_string()));
-                Ok(Backend::Container(ContainerPlan {
-                    image: get("image").unwrap_or_default().into(),
-                    port,
-                    env,
-                    preserve_host,
-                }))
-            }
-        }
+        let url = params.get("url").and_then(|u| parse_url(u)).ok_or_else(|| SpecError::MissingParam("url".into()))?;
+        Ok(UrlPlan { url, preserve_host: self.preserve_host(params) })
     }
 }
 
 fn check_value(def: &ParamDef, value: &str) -> Result<(), SpecError> {
-    let bad = |expected| Err(SpecError::BadParam { name: def.name.into(), expected, value: value.into() });
+    let bad = |expected| Err(SpecError::BadParam { name: def.name.clone(), expected, value: value.into() });
     match def.kind {
-        ParamType::String if value.trim().is_empty() => bad("a non-empty string"),
+        ParamType::String if def.required && value.trim().is_empty() => bad("a non-empty string"),
         ParamType::Int if value.parse::<u16>().map(|p| p == 0).unwrap_or(true) => bad("a port number from 1 to 65535"),
         ParamType::Bool if parse_bool(value).is_none() => bad("true or false"),
         ParamType::Url if parse_url(value).is_none() => bad("an http:// or https:// URL"),
@@ -209,6 +180,9 @@ fn parse_url(v: &str) -> Option<http::Uri> {
     }
 }
 
+/// A shared, immutable spec.
+pub type SpecRef = Arc<Spec>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,16 +191,23 @@ mod tests {
         kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
+    fn builtin() -> Catalog {
+        Catalog::load(&[]).unwrap()
+    }
+
     #[test]
     fn unknown_and_missing_spec() {
-        assert!(matches!(lookup(Some("nope")), Err(SpecError::Unknown(..))));
-        assert!(matches!(lookup(None), Err(SpecError::Missing(_))));
-        assert_eq!(lookup(Some("image")).unwrap().name, "image");
+        let c = builtin();
+        assert!(matches!(c.lookup(Some("nope")), Err(SpecError::Unknown(..))));
+        assert!(matches!(c.lookup(None), Err(SpecError::Missing(_))));
+        assert_eq!(c.lookup(Some("image")).unwrap().kind, SpecKind::Image);
+        assert_eq!(c.lookup(Some("python-flask")).unwrap().kind, SpecKind::Build);
     }
 
     #[test]
     fn required_params_are_enforced() {
-        let image = lookup(Some("image")).unwrap();
+        let c = builtin();
+        let image = c.lookup(Some("image")).unwrap();
         let err = image.check_params(&params(&[("image", "nginx")])).unwrap_err();
         assert_eq!(err.to_string(), "param port is a required param, a value has to be provided");
         assert!(image.check_params(&params(&[("image", "nginx"), ("port", "http")])).is_err());
@@ -234,34 +215,38 @@ mod tests {
             .check_params(&params(&[("image", "nginx"), ("port", "80"), ("preserve_host", "maybe")]))
             .is_err());
         assert!(image.check_params(&params(&[("image", "nginx"), ("port", "80"), ("EXTRA", "x")])).is_ok());
+        assert!(c.lookup(Some("go")).unwrap().check_params(&params(&[])).is_err(), "go needs a port");
     }
 
     #[test]
-    fn container_env_has_params_app_path_and_port() {
-        let image = lookup(Some("image")).unwrap();
-        let path = AppPath::parse("/x", "localhost").unwrap();
-        let Backend::Container(plan) =
-            image.backend(&params(&[("image", "nginx"), ("port", "80"), ("A", "1")]), &path).unwrap()
-        else {
-            panic!("expected a container")
-        };
-        assert_eq!(plan.port, 80);
-        assert!(plan.env.contains(&("A".into(), "1".into())));
-        assert!(plan.env.contains(&("CL_APP_PATH".into(), "/x".into())));
-        assert!(plan.env.contains(&("PORT".into(), "80".into())));
-        let root = AppPath::parse("/", "localhost").unwrap();
-        let Backend::Container(plan) = image.backend(&params(&[("image", "nginx"), ("port", "80")]), &root).unwrap()
-        else {
-            panic!()
-        };
-        assert!(plan.env.contains(&("CL_APP_PATH".into(), "".into())));
+    fn sources() {
+        let c = builtin();
+        assert!(c.lookup(Some("proxy")).unwrap().check_source("./dir").is_err());
+        assert!(c.lookup(Some("python-wsgi")).unwrap().check_source("-").is_err());
+        assert!(c.lookup(Some("python-wsgi")).unwrap().check_source("/src").is_ok());
+    }
+
+    #[test]
+    fn ports_and_defaults() {
+        let c = builtin();
+        let flask = c.lookup(Some("python-flask")).unwrap();
+        assert_eq!(flask.container_port(&params(&[]), None), Some(5000));
+        assert_eq!(flask.container_port(&params(&[]), Some(8000)), Some(8000));
+        assert_eq!(flask.container_port(&params(&[("port", "9000")]), Some(8000)), Some(9000));
+        let container = c.lookup(Some("container")).unwrap();
+        assert_eq!(container.container_port(&params(&[]), None), None);
+        let st = c.lookup(Some("python-streamlit")).unwrap();
+        assert_eq!(st.effective_params(&params(&[]))["app_file"], "streamlit_app.py");
+        assert!(!st.container.strip_app);
     }
 
     #[test]
     fn proxy_urls() {
-        let proxy = lookup(Some("proxy")).unwrap();
+        let c = builtin();
+        let proxy = c.lookup(Some("proxy")).unwrap();
         assert!(proxy.check_params(&params(&[("url", "ftp://x")])).is_err());
-        assert!(proxy.check_params(&params(&[("url", "http://127.0.0.1:8080/base")])).is_ok());
-        assert!(proxy.check_source("./dir").is_err());
+        let plan = proxy.url_plan(&params(&[("url", "http://127.0.0.1:8080/base")])).unwrap();
+        assert_eq!(plan.url.path(), "/base");
+        assert!(!plan.preserve_host);
     }
 }
