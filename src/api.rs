@@ -21,6 +21,9 @@ pub struct CreateAppRequest {
     /// Build args (`--carg`), for specs that build an image.
     #[serde(default)]
     pub build_args: BTreeMap<String, String>,
+    /// Container options (`--copt key[=value]`; an empty value is a bare flag).
+    #[serde(default)]
+    pub container_options: BTreeMap<String, String>,
     pub git_branch: Option<String>,
     pub git_commit: Option<String>,
     #[serde(default)]
@@ -58,8 +61,49 @@ pub struct AppInfo {
     /// The commit fetched for git sources.
     pub git_commit: Option<String>,
     pub build_args: BTreeMap<String, String>,
+    pub container_options: BTreeMap<String, String>,
     /// The image the app runs (for built apps: named by the hash of its build inputs).
     pub image: Option<String>,
+    /// The versions prod and stage serve; they differ while changes are staged.
+    pub prod_version: i64,
+    pub stage_version: i64,
+    pub staged_changes: bool,
+    /// The stage's runtime state (see `state`).
+    pub stage_state: String,
+}
+
+/// What a staged change, promote or version switch did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangeResponse {
+    pub app: AppInfo,
+    /// The version stage now serves (for switches: prod); for a dry run, the one it would.
+    pub version: i64,
+    pub promoted: bool,
+    pub dry_run: bool,
+    /// For switches: the version prod served before.
+    pub from_version: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ParamsResponse {
+    pub app: AppInfo,
+    pub stage: BTreeMap<String, String>,
+    pub prod: BTreeMap<String, String>,
+}
+
+/// One version of an app. Secrets appear as their `{{secret ...}}` templates.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionInfo {
+    pub version: i64,
+    /// Whether prod / stage serve this version.
+    pub prod: bool,
+    pub stage: bool,
+    pub reason: String,
+    pub created_at: i64,
+    pub git_commit: Option<String>,
+    pub params: BTreeMap<String, String>,
+    pub build_args: BTreeMap<String, String>,
+    pub container_options: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,6 +111,7 @@ pub struct ReloadResponse {
     pub app: AppInfo,
     /// Whether an image was built (false: the image for these inputs existed).
     pub built: bool,
+    pub promoted: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

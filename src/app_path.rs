@@ -89,6 +89,12 @@ impl AppPath {
             && (path_has_prefix(&self.path, &other.path) || path_has_prefix(&other.path, &self.path))
     }
 
+    /// Where the app's stage is served: `<path>_cl_stage` (`/_cl_stage` for the root).
+    pub fn stage(&self) -> AppPath {
+        let path = if self.path == "/" { "/_cl_stage".to_string() } else { format!("{}_cl_stage", self.path) };
+        AppPath { domain: self.domain.clone(), path }
+    }
+
     /// `CL_APP_PATH` for the container: the path, or `""` for the root.
     pub fn env_path(&self) -> &str {
         if self.path == "/" {
@@ -224,6 +230,12 @@ mod tests {
         assert!(matches!(p("/a_cl_stage"), Err(AppPathError::Reserved(_))));
         assert!(matches!(p("bad_host!:/a"), Err(AppPathError::BadDomain(..))));
         assert!(matches!(p("/a b"), Err(AppPathError::BadChars(_))));
+    }
+
+    #[test]
+    fn stage_paths() {
+        assert_eq!(p("/").unwrap().stage().path, "/_cl_stage");
+        assert_eq!(p("a.localhost:/x").unwrap().stage().to_string(), "a.localhost:/x_cl_stage");
     }
 
     #[test]

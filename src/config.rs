@@ -18,6 +18,8 @@ pub struct Config {
     pub container: ContainerDefaults,
     pub proxy: ProxyConfig,
     pub server: ServerConfig,
+    /// Secret providers: `[secret.<name>]`, typed by the name's prefix (env, prop/file, vault).
+    pub secret: std::collections::BTreeMap<String, crate::secrets::ProviderConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -62,6 +64,8 @@ pub struct ContainerDefaults {
     pub build_timeout_secs: u64,
     /// Run an init process as PID 1 (signals and zombies handled, fast stop).
     pub init: bool,
+    /// Allow container options that reach into the host (privileged, network, pid, volume).
+    pub allow_host_access: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -89,6 +93,7 @@ impl Default for Config {
             container: ContainerDefaults::default(),
             proxy: ProxyConfig::default(),
             server: ServerConfig::default(),
+            secret: Default::default(),
         }
     }
 }
@@ -115,6 +120,7 @@ impl Default for ContainerDefaults {
             stop_timeout_secs: 2,
             build_timeout_secs: 1800,
             init: true,
+            allow_host_access: false,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod engine;
 pub mod proxy;
 pub mod routing;
+pub mod secrets;
 pub mod server;
 pub mod source;
 pub mod specs;

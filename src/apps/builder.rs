@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::plan::{self, BuildPlan};
 use crate::engine::{self, Engine};
+use crate::secrets::Secrets;
 
 /// Lines of build output kept for the 502 body of a failed build.
 const TAIL_LINES: usize = 30;
@@ -19,12 +20,19 @@ pub struct Builder {
     instance: String,
     logs_dir: PathBuf,
     timeout: Duration,
+    secrets: Arc<Secrets>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Builder {
-    pub fn new(engine: Engine, instance: String, logs_dir: PathBuf, timeout: Duration) -> Builder {
-        Builder { engine, instance, logs_dir, timeout, locks: Mutex::new(HashMap::new()) }
+    pub fn new(
+        engine: Engine,
+        instance: String,
+        logs_dir: PathBuf,
+        timeout: Duration,
+        secrets: Arc<Secrets>,
+    ) -> Builder {
+        Builder { engine, instance, logs_dir, timeout, secrets, locks: Mutex::new(HashMap::new()) }
     }
 
     pub fn log_file(&self, app_id: &str) -> PathBuf {
@@ -64,7 +72,9 @@ impl Builder {
             (engine::LABEL_MANAGED.to_string(), "true".to_string()),
             (engine::LABEL_INSTANCE.to_string(), self.instance.clone()),
         ]);
-        let args: HashMap<String, String> = plan.build_args.clone().into_iter().collect();
+        // Build args may hold secrets: resolved now, for this build only.
+        let pairs: Vec<(String, String)> = plan.build_args.clone().into_iter().collect();
+        let args: HashMap<String, String> = self.secrets.resolve_all(&pairs).await?.into_iter().collect();
         let started = std::time::Instant::now();
         let result = self
             .engine

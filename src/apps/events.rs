@@ -19,7 +19,7 @@ pub fn spawn_watcher(apps: &Arc<Apps>) {
             let Some(apps) = apps_weak.upgrade() else { return };
             let mut stream = Box::pin(apps.engine.events((engine::LABEL_INSTANCE, &apps.instance)));
             if !first {
-                for rt in apps.container_runtimes() {
+                for rt in apps.runtimes() {
                     rt.resync().await;
                 }
             }
@@ -33,7 +33,7 @@ pub fn spawn_watcher(apps: &Arc<Apps>) {
                 match next {
                     Some(Ok(ev)) => {
                         let Some(apps) = apps_weak.upgrade() else { return };
-                        for rt in apps.container_runtimes() {
+                        for rt in apps.runtimes() {
                             rt.on_container_event(&ev.container_id, &ev.action);
                         }
                     }

@@ -5,13 +5,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::app_path::AppPath;
 use crate::build::{self, containerfile, context::BuildContext};
+use crate::engine::options::{self, ContainerOptions};
 use crate::specs::{Spec, SpecKind, SpecRef, UrlPlan};
-use crate::store::AppRecord;
+use crate::store::AppConfig;
 
 #[derive(Debug, Clone)]
 pub enum Backend {
-    Container(ContainerPlan),
+    Container(Box<ContainerPlan>),
     Url(UrlPlan),
 }
 
@@ -25,6 +27,9 @@ pub struct ContainerPlan {
     pub preserve_host: bool,
     /// Strip the app path before forwarding (see `SpecContainer::strip_app`).
     pub strip_app: bool,
+    /// Parsed `--copt` options, and the raw ones (part of the container's identity).
+    pub options: ContainerOptions,
+    pub raw_options: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -107,39 +112,39 @@ pub fn prepare_build(
     Ok(Prepared { image: build::image_name(&ctx.content_hash(&extra)), port })
 }
 
-/// The backend for a stored app.
-pub fn backend(spec: &SpecRef, record: &AppRecord) -> Result<Backend, String> {
-    let env_path = record.path.env_path().to_string();
+/// The backend for one version of an app served at `path`.
+pub fn backend(spec: &SpecRef, path: &AppPath, cfg: &AppConfig, allow_host_access: bool) -> Result<Backend, String> {
+    let env_path = path.env_path().to_string();
+    let options = options::parse(&cfg.container_options, allow_host_access)?;
     let container = |image: ImageSource, port: u16| {
-        let mut env: Vec<(String, String)> = spec
-            .effective_params(&record.params)
-            .into_iter()
-            .filter(|(k, _)| k != "CL_APP_PATH" && k != "PORT")
-            .collect();
+        let mut env: Vec<(String, String)> =
+            spec.effective_params(&cfg.params).into_iter().filter(|(k, _)| k != "CL_APP_PATH" && k != "PORT").collect();
         env.push(("CL_APP_PATH".into(), env_path.clone()));
         env.push(("PORT".into(), port.to_string()));
-        Backend::Container(ContainerPlan {
+        Backend::Container(Box::new(ContainerPlan {
             image,
             port,
             env,
-            preserve_host: spec.preserve_host(&record.params),
+            preserve_host: spec.preserve_host(&cfg.params),
             strip_app: spec.container.strip_app,
-        })
+            options: options.clone(),
+            raw_options: cfg.container_options.clone(),
+        }))
     };
     match spec.kind {
-        SpecKind::Proxy => spec.url_plan(&record.params).map(Backend::Url).map_err(|e| e.to_string()),
+        SpecKind::Proxy => spec.url_plan(&cfg.params).map(Backend::Url).map_err(|e| e.to_string()),
         SpecKind::Image => {
-            spec.check_params(&record.params).map_err(|e| e.to_string())?;
-            let image = record.params.get("image").cloned().unwrap_or_default();
-            let port = spec.container_port(&record.params, None).ok_or("param port is a required param")?;
+            spec.check_params(&cfg.params).map_err(|e| e.to_string())?;
+            let image = cfg.params.get("image").cloned().unwrap_or_default();
+            let port = spec.container_port(&cfg.params, None).ok_or("param port is a required param")?;
             Ok(container(ImageSource::Existing(image), port))
         }
         SpecKind::Build => {
-            let snapshot = PathBuf::from(record.snapshot.as_deref().ok_or("the app has no source snapshot")?);
-            let image = record.image.clone().ok_or("the app has no image name")?;
+            let snapshot = PathBuf::from(cfg.snapshot.as_deref().ok_or("the app has no source snapshot")?);
+            let image = cfg.image.clone().ok_or("the app has no image name")?;
             let exposed = pick_containerfile(spec, &snapshot).and_then(|(_, text)| containerfile::exposed_port(&text));
-            let port = spec.container_port(&record.params, exposed).ok_or("port not specified")?;
-            let plan = BuildPlan { image, spec: spec.clone(), snapshot, build_args: record.build_args.clone() };
+            let port = spec.container_port(&cfg.params, exposed).ok_or("port not specified")?;
+            let plan = BuildPlan { image, spec: spec.clone(), snapshot, build_args: cfg.build_args.clone() };
             Ok(container(ImageSource::Build(plan), port))
         }
     }

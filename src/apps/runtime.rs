@@ -27,7 +27,9 @@ use super::activity::{Activity, ActivityGuard};
 use super::builder::Builder;
 use super::health;
 use super::plan::{ContainerPlan, ImageSource};
+use super::Variant;
 use crate::engine::{self, ContainerSpec, Engine, EngineError};
+use crate::secrets::Secrets;
 
 /// Lines of container output shown when a start fails.
 const LOG_TAIL_LINES: usize = 20;
@@ -90,11 +92,13 @@ pub struct RuntimeSettings {
 
 pub struct ContainerRuntime {
     pub app_id: String,
+    pub variant: Variant,
     instance: String,
     plan: ContainerPlan,
     pub settings: RuntimeSettings,
     engine: Engine,
     builder: Arc<Builder>,
+    secrets: Arc<Secrets>,
     state: watch::Sender<State>,
     container_id: Mutex<Option<String>>,
     failures: AtomicU32,
@@ -104,21 +108,24 @@ pub struct ContainerRuntime {
 }
 
 impl ContainerRuntime {
+    /// The runtime of one variant (prod or stage) of an app.
     pub fn new(
-        app_id: String,
+        (app_id, variant): (String, Variant),
         instance: String,
         plan: ContainerPlan,
         settings: RuntimeSettings,
         engine: Engine,
-        builder: Arc<Builder>,
+        (builder, secrets): (Arc<Builder>, Arc<Secrets>),
     ) -> Arc<Self> {
         Arc::new(ContainerRuntime {
             app_id,
+            variant,
             instance,
             plan,
             settings,
             engine,
             builder,
+            secrets,
             state: watch::Sender::new(State::Stopped),
             container_id: Mutex::new(None),
             failures: AtomicU32::new(0),
@@ -159,12 +166,18 @@ impl ContainerRuntime {
             h.update(v.as_bytes());
             h.update([0]);
         }
+        for (k, v) in &self.plan.raw_options {
+            h.update(k.as_bytes());
+            h.update([1]);
+            h.update(v.as_bytes());
+            h.update([1]);
+        }
         h.update([self.settings.init as u8]);
         hex::encode(h.finalize())
     }
 
     pub fn container_name(&self) -> String {
-        format!("berth-{}-{}", self.app_id, &self.config_hash()[..12])
+        format!("berth-{}-{}-{}", self.app_id, self.variant.name(), &self.config_hash()[..12])
     }
 
     /// Returns the upstream of a running container, starting it if needed. Concurrent callers
@@ -343,13 +356,16 @@ impl ContainerRuntime {
         if let ImageSource::Existing(image) = &self.plan.image {
             self.engine.ensure_image(image).await?;
         }
+        // Secrets are resolved here, handed to the engine, and kept nowhere else.
+        let env = self.secrets.resolve_all(&self.plan.env).await.map_err(EngineError::Build)?;
         let spec = ContainerSpec {
             name,
             image: self.plan.image.name().to_string(),
             port: self.plan.port,
-            env: self.plan.env.clone(),
+            env,
             labels: self.labels(),
             init: self.settings.init,
+            options: self.plan.options.clone(),
         };
         let id = self.engine.create(&spec).await?;
         tracing::info!(app = %self.app_id, container = %spec.name, "container created");
@@ -362,12 +378,17 @@ impl ContainerRuntime {
             (engine::LABEL_MANAGED.to_string(), "true".to_string()),
             (engine::LABEL_INSTANCE.to_string(), self.instance.clone()),
             (engine::LABEL_APP_ID.to_string(), self.app_id.clone()),
+            (engine::LABEL_VARIANT.to_string(), self.variant.name().to_string()),
             (engine::LABEL_CONFIG_HASH.to_string(), self.config_hash()),
         ])
     }
 
-    fn labels_filter(&self) -> [(&str, &str); 2] {
-        [(engine::LABEL_INSTANCE, self.instance.as_str()), (engine::LABEL_APP_ID, self.app_id.as_str())]
+    fn labels_filter(&self) -> [(&str, &str); 3] {
+        [
+            (engine::LABEL_INSTANCE, self.instance.as_str()),
+            (engine::LABEL_APP_ID, self.app_id.as_str()),
+            (engine::LABEL_VARIANT, self.variant.name()),
+        ]
     }
 
     /// Takes over a container found at boot. A running one serves at once; a stopped one is

@@ -7,8 +7,8 @@ use tokio::io::AsyncWriteExt;
 
 use super::client::AdminClient;
 use super::output::{self, Format};
-use crate::api::{AppList, CreateAppRequest, CreateAppResponse, DeleteResponse, ReloadResponse};
-use crate::apps::parse_kv;
+use crate::api::{AppList, ChangeResponse, CreateAppRequest, CreateAppResponse, DeleteResponse, ReloadResponse};
+use crate::apps::{parse_kv, parse_options};
 
 const DRY_RUN_NOTE: &str = "*** dry-run mode, changes have NOT been committed. ***";
 
@@ -22,9 +22,15 @@ pub enum AppCommand {
     List(ListArgs),
     /// Delete an app and remove its containers.
     Delete(DeleteArgs),
-    /// Fetch the app's source again and build it; the current version serves until the new
-    /// one is ready, and keeps serving if the fetch or build fails.
+    /// Fetch the app's source again and build it as a new stage version; the current version
+    /// serves until the new one is ready, and keeps serving if the fetch or build fails.
     Reload(ReloadArgs),
+    /// Make prod serve what stage serves. The new prod container starts and passes its health
+    /// check before traffic moves to it.
+    Promote(PromoteArgs),
+    /// Stage a change to build args (carg), container options (copt) or app config (conf).
+    #[command(subcommand)]
+    UpdateMetadata(MetadataCommand),
     /// Show an app's container output.
     Logs(LogsArgs),
 }
@@ -44,6 +50,9 @@ pub struct CreateArgs {
     /// A build arg for the Containerfile, KEY=VALUE; repeatable (e.g. PYTHON_VERSION=3.11.1).
     #[arg(long = "carg", alias = "container-arg", value_name = "KEY=VALUE")]
     cargs: Vec<String>,
+    /// A container option, KEY[=VALUE]; repeatable (e.g. cpu-shares=1000, memory=512m, read-only).
+    #[arg(long = "copt", alias = "container-option", value_name = "KEY[=VALUE]")]
+    copts: Vec<String>,
     /// A param, KEY=VALUE; repeatable. Every param reaches the container as an env var.
     #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
     params: Vec<String>,
@@ -83,7 +92,52 @@ pub struct DeleteArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// Print what would be promoted, without promoting.
+    #[arg(long)]
+    dry_run: bool,
+    /// The app's `[domain:]/path`.
+    app_path: String,
+}
+
+/// Shared flags of staged changes.
+#[derive(Debug, Args)]
+pub struct StagedFlags {
+    /// Promote the change to prod at once.
+    #[arg(long, short = 'p')]
+    pub promote: bool,
+    /// Check and print the change, without making it.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MetadataCommand {
+    /// Build args: KEY=VALUE... APP_PATH (a value of - deletes the arg).
+    #[command(alias = "container-arg")]
+    Carg(MetadataArgs),
+    /// Container options: KEY[=VALUE]... APP_PATH (a value of - deletes the option).
+    #[command(alias = "container-option")]
+    Copt(MetadataArgs),
+    /// App config: KEY=VALUE... APP_PATH, e.g. container.idle_shutdown_secs=600.
+    #[command(alias = "app-config")]
+    Conf(MetadataArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MetadataArgs {
+    #[command(flatten)]
+    flags: StagedFlags,
+    /// Entries, then the app's `[domain:]/path` last.
+    #[arg(num_args = 2.., required = true, value_name = "ENTRY... APP_PATH")]
+    args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct ReloadArgs {
+    /// Promote the new version to prod once it runs.
+    #[arg(long, short = 'p')]
+    promote: bool,
     /// Fetch this branch (and remember it for later reloads).
     #[arg(long, short = 'b')]
     branch: Option<String>,
@@ -124,18 +178,60 @@ pub async fn run(cmd: AppCommand, client: &AdminClient) -> anyhow::Result<()> {
                 println!("Deleting {} - {}", app.app_path, app.id);
             }
             println!("{} app(s) deleted.", resp.deleted.len());
-            if resp.dry_run {
-                println!("{DRY_RUN_NOTE}");
+            dry_run_note(resp.dry_run);
+            Ok(())
+        }
+        AppCommand::Promote(a) => {
+            let query = [("path", a.app_path), ("dry_run", a.dry_run.to_string())];
+            let r: ChangeResponse = client.json(Method::POST, "/v1/apps/promote", &query, None::<&()>).await?;
+            if r.promoted {
+                println!("Promoting {}", r.app.app_path);
+            } else {
+                println!("Nothing to promote for {}: prod serves the stage's version {}", r.app.app_path, r.version);
             }
+            println!("{} app(s) promoted.", r.promoted as u8);
+            dry_run_note(r.dry_run);
+            Ok(())
+        }
+        AppCommand::UpdateMetadata(cmd) => {
+            let (kind, a) = match cmd {
+                MetadataCommand::Carg(a) => ("carg", a),
+                MetadataCommand::Copt(a) => ("copt", a),
+                MetadataCommand::Conf(a) => ("conf", a),
+            };
+            let (path, entries) = a.args.split_last().expect("clap requires two or more");
+            let entries = if kind == "copt" {
+                parse_options(entries)
+            } else {
+                parse_kv(entries, if kind == "carg" { "container arg" } else { "app config" })
+            }
+            .map_err(anyhow::Error::msg)?;
+            let body: Vec<(String, String)> = entries.into_iter().collect();
+            let query = [
+                ("path", path.clone()),
+                ("kind", kind.to_string()),
+                ("promote", a.flags.promote.to_string()),
+                ("dry_run", a.flags.dry_run.to_string()),
+            ];
+            let r: ChangeResponse = client.json(Method::POST, "/v1/apps/metadata", &query, Some(&body)).await?;
+            print_change(&r);
             Ok(())
         }
         AppCommand::Reload(a) => {
-            let query = [("path", Some(a.app_path)), ("branch", a.branch), ("commit", a.commit)];
+            let query = [
+                ("path", Some(a.app_path)),
+                ("branch", a.branch),
+                ("commit", a.commit),
+                ("promote", Some(a.promote.to_string())),
+            ];
             let resp: ReloadResponse = client.json(Method::POST, "/v1/apps/reload", &query, None::<&()>).await?;
             let what = if resp.built { "built" } else { "reused" };
             let image = resp.app.image.as_deref().unwrap_or("-");
             let commit = resp.app.git_commit.as_deref().map(|c| format!(" at commit {}", &c[..c.len().min(12)]));
             println!("Reloaded {}{}: image {image} {what}.", resp.app.app_path, commit.unwrap_or_default());
+            if resp.promoted {
+                println!("Promoted apps: {}", resp.app.app_path);
+            }
             Ok(())
         }
         AppCommand::Logs(a) => {
@@ -162,12 +258,14 @@ async fn create(a: CreateArgs, client: &AdminClient) -> anyhow::Result<()> {
     let params = parse_kv(&a.params, "param").map_err(anyhow::Error::msg)?;
     let app_config = parse_kv(&a.conf, "app config").map_err(anyhow::Error::msg)?;
     let build_args = parse_kv(&a.cargs, "container arg").map_err(anyhow::Error::msg)?;
+    let container_options = parse_options(&a.copts).map_err(anyhow::Error::msg)?;
     let source_url = absolute_source(&a.source)?;
     let req = CreateAppRequest {
         source_url,
         path: a.app_path,
         spec: a.spec,
         build_args,
+        container_options,
         git_branch: a.branch,
         git_commit: a.commit,
         params,
@@ -184,10 +282,24 @@ async fn create(a: CreateArgs, client: &AdminClient) -> anyhow::Result<()> {
         println!("HTTPS Url: {url}");
     }
     println!("App created. No approval required");
-    if resp.dry_run {
+    dry_run_note(resp.dry_run);
+    Ok(())
+}
+
+/// The outcome line of a staged change (`param update`, `update-metadata`).
+pub fn print_change(r: &ChangeResponse) {
+    println!("Updated {} (stage version {})", r.app.app_path, r.version);
+    if r.promoted {
+        println!("Promoted apps: {}", r.app.app_path);
+    }
+    println!("1 app(s) updated, {} app(s) promoted.", r.promoted as u8);
+    dry_run_note(r.dry_run);
+}
+
+pub fn dry_run_note(dry_run: bool) {
+    if dry_run {
         println!("{DRY_RUN_NOTE}");
     }
-    Ok(())
 }
 
 /// Local sources (a path starting with `/`, `.` or `~`, or an existing folder) are made

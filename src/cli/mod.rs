@@ -4,8 +4,10 @@
 mod app;
 mod client;
 mod output;
+mod param;
 mod server;
 mod spec;
+mod version;
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +36,12 @@ enum Command {
     /// Start or stop the server.
     #[command(subcommand)]
     Server(server::ServerCommand),
+    /// Staged param updates and the stage/prod view of params.
+    #[command(subcommand)]
+    Param(param::ParamCommand),
+    /// List an app's versions, switch prod between them, revert.
+    #[command(subcommand)]
+    Version(version::VersionCommand),
     /// Show the app specs the server knows.
     #[command(subcommand)]
     Spec(spec::SpecCommand),
@@ -76,6 +84,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Server(cmd) => server::run(cmd, home),
         Command::App(cmd) => with_client(&home, |client| async move { app::run(cmd, &client).await }),
+        Command::Param(cmd) => with_client(&home, |client| async move { param::run(cmd, &client).await }),
+        Command::Version(cmd) => with_client(&home, |client| async move { version::run(cmd, &client).await }),
         Command::Spec(cmd) => with_client(&home, |client| async move { spec::run(cmd, &client).await }),
     }
 }

@@ -15,11 +15,14 @@ use bollard::system::EventsOptions;
 use bollard::Docker;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 
+pub mod options;
+
 /// Label keys berth puts on every container it creates.
 pub const LABEL_MANAGED: &str = "berth.managed";
 pub const LABEL_INSTANCE: &str = "berth.instance";
 pub const LABEL_APP_ID: &str = "berth.app.id";
 pub const LABEL_CONFIG_HASH: &str = "berth.config.hash";
+pub const LABEL_VARIANT: &str = "berth.variant";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -46,6 +49,7 @@ pub struct ContainerSpec {
     pub env: Vec<(String, String)>,
     pub labels: HashMap<String, String>,
     pub init: bool,
+    pub options: options::ContainerOptions,
 }
 
 /// A container berth created, as listed by the engine.
@@ -193,16 +197,22 @@ impl Engine {
             port_key.clone(),
             Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(String::new()) }]),
         )]);
+        let o = &spec.options;
+        let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        env.extend(o.env.iter().map(|(k, v)| format!("{k}={v}")));
+        let mut labels = o.labels.clone();
+        labels.extend(spec.labels.clone());
+        let mut host_config =
+            HostConfig { port_bindings: Some(bindings), init: Some(o.init.unwrap_or(spec.init)), ..Default::default() };
+        o.host.apply(&mut host_config);
         let config = BollardConfig {
             image: Some(spec.image.clone()),
-            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-            labels: Some(spec.labels.clone()),
+            env: Some(env),
+            labels: Some(labels),
+            user: o.user.clone(),
+            working_dir: o.workdir.clone(),
             exposed_ports: Some(HashMap::from([(port_key, HashMap::new())])),
-            host_config: Some(HostConfig {
-                port_bindings: Some(bindings),
-                init: Some(spec.init),
-                ..Default::default()
-            }),
+            host_config: Some(host_config),
             ..Default::default()
         };
         let opts = CreateContainerOptions { name: spec.name.clone(), platform: None };
@@ -210,7 +220,7 @@ impl Engine {
             Ok(created) => Ok(created.id),
             // Podman without catatonit (and engines without docker-init) refuse `init`: run
             // without an init process rather than not at all.
-            Err(e) if spec.init && api_message(&e).contains("init") && is_status(&e, 500) => {
+            Err(e) if o.init.unwrap_or(spec.init) && api_message(&e).contains("init") && is_status(&e, 500) => {
                 tracing::warn!(
                     "the engine has no init binary ({}); creating {} without one",
                     api_message(&e),

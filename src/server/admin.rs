@@ -14,9 +14,10 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{
-    AppList, CreateAppRequest, CreateAppResponse, DeleteResponse, ErrorBody, ReloadResponse, SpecInfo, SpecParam,
+    AppList, ChangeResponse, CreateAppRequest, CreateAppResponse, DeleteResponse, ErrorBody, ParamsResponse,
+    ReloadResponse, SpecInfo, SpecParam, VersionInfo,
 };
-use crate::apps::{AppError, Apps};
+use crate::apps::{AppError, Apps, ChangeOutcome, ConfigChange, VersionTarget};
 use crate::config::Config;
 
 pub struct AdminState {
@@ -30,6 +31,11 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/apps", get(list).post(create).delete(delete))
         .route("/v1/apps/logs", get(logs))
         .route("/v1/apps/reload", post(reload))
+        .route("/v1/apps/promote", post(promote))
+        .route("/v1/apps/params", get(params).post(param_update))
+        .route("/v1/apps/metadata", post(metadata_update))
+        .route("/v1/versions", get(versions))
+        .route("/v1/versions/switch", post(version_switch))
         .route("/v1/specs", get(specs))
         .route("/v1/server/stop", post(stop))
         .with_state(state)
@@ -98,14 +104,120 @@ struct ReloadQuery {
     path: String,
     branch: Option<String>,
     commit: Option<String>,
+    #[serde(default)]
+    promote: bool,
 }
 
 async fn reload(
     State(s): State<Arc<AdminState>>,
     Query(q): Query<ReloadQuery>,
 ) -> Result<Json<ReloadResponse>, AppError> {
-    let outcome = s.apps.reload(&q.path, q.branch, q.commit).await?;
-    Ok(Json(ReloadResponse { app: outcome.app, built: outcome.built }))
+    let outcome = s.apps.reload(&q.path, q.branch, q.commit, q.promote).await?;
+    Ok(Json(ReloadResponse { app: outcome.app, built: outcome.built, promoted: outcome.promoted }))
+}
+
+fn change(o: ChangeOutcome, dry_run: bool, from_version: Option<i64>) -> Json<ChangeResponse> {
+    Json(ChangeResponse { app: o.app, version: o.version, promoted: o.promoted, dry_run, from_version })
+}
+
+#[derive(Deserialize)]
+struct ChangeQuery {
+    path: String,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn promote(
+    State(s): State<Arc<AdminState>>,
+    Query(q): Query<ChangeQuery>,
+) -> Result<Json<ChangeResponse>, AppError> {
+    Ok(change(s.apps.promote(&q.path, q.dry_run).await?, q.dry_run, None))
+}
+
+#[derive(Deserialize)]
+struct PathOnly {
+    path: String,
+}
+
+async fn params(State(s): State<Arc<AdminState>>, Query(q): Query<PathOnly>) -> Result<Json<ParamsResponse>, AppError> {
+    let (app, stage, prod) = s.apps.params(&q.path)?;
+    Ok(Json(ParamsResponse { app, stage: stage.params, prod: prod.params }))
+}
+
+#[derive(Deserialize)]
+struct ParamQuery {
+    path: String,
+    key: String,
+    value: String,
+    #[serde(default)]
+    promote: bool,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn param_update(
+    State(s): State<Arc<AdminState>>,
+    Query(q): Query<ParamQuery>,
+) -> Result<Json<ChangeResponse>, AppError> {
+    let c = ConfigChange::Param { key: q.key, value: q.value };
+    Ok(change(s.apps.update(&q.path, c, q.promote, q.dry_run).await?, q.dry_run, None))
+}
+
+#[derive(Deserialize)]
+struct MetadataQuery {
+    path: String,
+    /// `carg`, `copt` or `conf`.
+    kind: String,
+    #[serde(default)]
+    promote: bool,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn metadata_update(
+    State(s): State<Arc<AdminState>>,
+    Query(q): Query<MetadataQuery>,
+    Json(entries): Json<Vec<(String, String)>>,
+) -> Result<Json<ChangeResponse>, AppError> {
+    let c = match q.kind.as_str() {
+        "carg" => ConfigChange::BuildArgs(entries),
+        "copt" => ConfigChange::Options(entries),
+        "conf" => ConfigChange::AppConfig(entries),
+        other => return Err(AppError::BadRequest(format!("unknown metadata kind {other} (carg, copt, conf)"))),
+    };
+    Ok(change(s.apps.update(&q.path, c, q.promote, q.dry_run).await?, q.dry_run, None))
+}
+
+async fn versions(
+    State(s): State<Arc<AdminState>>,
+    Query(q): Query<PathOnly>,
+) -> Result<Json<Vec<VersionInfo>>, AppError> {
+    Ok(Json(s.apps.versions(&q.path).await?))
+}
+
+#[derive(Deserialize)]
+struct SwitchQuery {
+    path: String,
+    /// A number, `previous`, `next` or `revert`.
+    version: String,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn version_switch(
+    State(s): State<Arc<AdminState>>,
+    Query(q): Query<SwitchQuery>,
+) -> Result<Json<ChangeResponse>, AppError> {
+    let target = match q.version.as_str() {
+        "previous" => VersionTarget::Previous,
+        "next" => VersionTarget::Next,
+        "revert" => VersionTarget::Revert,
+        n => VersionTarget::Number(n.parse().map_err(|_| {
+            AppError::BadRequest(format!("invalid version {n}: expected a number, previous, next or revert"))
+        })?),
+    };
+    let (from, outcome) = s.apps.switch_version(&q.path, target, q.dry_run).await?;
+    Ok(change(outcome, q.dry_run, Some(from)))
 }
 
 async fn specs(State(s): State<Arc<AdminState>>) -> Json<Vec<SpecInfo>> {

@@ -66,21 +66,19 @@ impl Frontend {
                     self.proxy.forward(req, &target, client, Some(guard)).await
                 }
                 Err(StartError::Failed { error, retry_at }) => {
-                    let mut resp = error_response(
-                        StatusCode::BAD_GATEWAY,
-                        &format!("app {} failed to start: {error}", app.record.path),
-                    );
+                    let mut resp =
+                        error_response(StatusCode::BAD_GATEWAY, &format!("app {} failed to start: {error}", app.path));
                     if let Some(retry_at) = retry_at {
                         let secs = retry_at.saturating_duration_since(tokio::time::Instant::now()).as_secs().max(1);
                         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
                     }
                     resp
                 }
-                Err(StartError::Building) => starting_page(&app.record.path.to_string()),
+                Err(StartError::Building) => starting_page(&app.path.to_string()),
                 Err(StartError::Timeout) => {
                     let mut resp = error_response(
                         StatusCode::SERVICE_UNAVAILABLE,
-                        &format!("app {} is still starting, retry shortly", app.record.path),
+                        &format!("app {} is still starting, retry shortly", app.path),
                     );
                     resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
                     resp

@@ -1,34 +1,58 @@
-//! App metadata in SQLite (sqlx), with embedded migrations. Stores what the user asked for:
-//! never runtime state such as container ids or ports.
+//! App metadata in SQLite (sqlx), with embedded migrations: apps, and their versions (every
+//! staged change adds one; prod and stage each point at one). Stores what the user asked for,
+//! never runtime state such as container ids or ports, and never resolved secrets.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 
+use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::Row;
 
 use crate::app_path::AppPath;
 
-/// An app as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AppRecord {
-    pub id: String,
-    pub path: AppPath,
-    pub source_url: String,
-    pub spec: String,
+/// One configuration of an app.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AppConfig {
     pub params: BTreeMap<String, String>,
+    /// Per-app settings (`--conf`), e.g. `container.idle_shutdown_secs`.
     pub app_config: BTreeMap<String, String>,
-    pub created_at: i64,
+    /// Build args (`--carg`).
+    pub build_args: BTreeMap<String, String>,
+    /// Container options (`--copt`); an empty value is a bare flag.
+    pub container_options: BTreeMap<String, String>,
     /// Requested git branch and commit (`--branch`, `--commit`).
     pub git_branch: Option<String>,
     pub git_commit: Option<String>,
     /// What was fetched: the commit (git sources) and the snapshot folder berth keeps.
     pub source_commit: Option<String>,
     pub snapshot: Option<String>,
-    pub build_args: BTreeMap<String, String>,
     /// For built apps: the image name the build inputs hash to.
     pub image: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    pub number: i64,
+    pub config: AppConfig,
+    /// What made this version: `create`, `param update`, `reload`, ...
+    pub reason: String,
+    pub created_at: i64,
+}
+
+/// An app as stored, with the versions prod and stage serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppRecord {
+    pub id: String,
+    pub path: AppPath,
+    pub source_url: String,
+    pub spec: String,
+    pub created_at: i64,
+    pub prod: Version,
+    pub stage: Version,
+    pub previous_prod_version: i64,
 }
 
 #[derive(Clone)]
@@ -44,12 +68,13 @@ impl Store {
         }
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", file.display()))?
             .create_if_missing(true)
+            .foreign_keys(true)
             .journal_mode(SqliteJournalMode::Wal);
         Self::with_options(opts).await
     }
 
     pub async fn in_memory() -> anyhow::Result<Store> {
-        Self::with_options(SqliteConnectOptions::from_str("sqlite::memory:")?).await
+        Self::with_options(SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true)).await
     }
 
     async fn with_options(opts: SqliteConnectOptions) -> anyhow::Result<Store> {
@@ -59,73 +84,115 @@ impl Store {
     }
 
     pub async fn list_apps(&self) -> anyhow::Result<Vec<AppRecord>> {
-        let rows = sqlx::query("SELECT id, domain, path, source_url, spec, params, app_config, created_at, git_branch, git_commit, source_commit, snapshot, build_args, image FROM apps ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AppRecord {
-                    id: r.get("id"),
-                    path: AppPath { domain: r.get("domain"), path: r.get("path") },
-                    source_url: r.get("source_url"),
-                    spec: r.get("spec"),
-                    params: serde_json::from_str(r.get("params"))?,
-                    app_config: serde_json::from_str(r.get("app_config"))?,
-                    created_at: r.get("created_at"),
-                    git_branch: r.get("git_branch"),
-                    git_commit: r.get("git_commit"),
-                    source_commit: r.get("source_commit"),
-                    snapshot: r.get("snapshot"),
-                    build_args: serde_json::from_str(r.get("build_args"))?,
-                    image: r.get("image"),
-                })
-            })
-            .collect()
+        let rows = sqlx::query(
+            "SELECT id, domain, path, source_url, spec, created_at, prod_version, stage_version, previous_prod_version \
+             FROM apps ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut apps = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: String = r.get("id");
+            let prod = self.version(&id, r.get("prod_version")).await?;
+            let stage = self.version(&id, r.get("stage_version")).await?;
+            apps.push(AppRecord {
+                path: AppPath { domain: r.get("domain"), path: r.get("path") },
+                source_url: r.get("source_url"),
+                spec: r.get("spec"),
+                created_at: r.get("created_at"),
+                prod,
+                stage,
+                previous_prod_version: r.get("previous_prod_version"),
+                id,
+            });
+        }
+        Ok(apps)
     }
 
+    pub async fn version(&self, app_id: &str, number: i64) -> anyhow::Result<Version> {
+        let r = sqlx::query(
+            "SELECT version, config, reason, created_at FROM app_versions WHERE app_id = ? AND version = ?",
+        )
+        .bind(app_id)
+        .bind(number)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("version {number} of app {app_id} not found"))?;
+        row_to_version(&r)
+    }
+
+    pub async fn versions(&self, app_id: &str) -> anyhow::Result<Vec<Version>> {
+        let rows = sqlx::query(
+            "SELECT version, config, reason, created_at FROM app_versions WHERE app_id = ? ORDER BY version",
+        )
+        .bind(app_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row_to_version).collect()
+    }
+
+    /// Stores a new app whose prod and stage both serve its first version.
     pub async fn insert_app(&self, app: &AppRecord) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO apps (id, domain, path, source_url, spec, params, app_config, created_at, \
-             git_branch, git_commit, source_commit, snapshot, build_args, image) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO apps (id, domain, path, source_url, spec, created_at, prod_version, stage_version) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&app.id)
         .bind(&app.path.domain)
         .bind(&app.path.path)
         .bind(&app.source_url)
         .bind(&app.spec)
-        .bind(serde_json::to_string(&app.params)?)
-        .bind(serde_json::to_string(&app.app_config)?)
         .bind(app.created_at)
-        .bind(&app.git_branch)
-        .bind(&app.git_commit)
-        .bind(&app.source_commit)
-        .bind(&app.snapshot)
-        .bind(serde_json::to_string(&app.build_args)?)
-        .bind(&app.image)
-        .execute(&self.pool)
+        .bind(app.prod.number)
+        .bind(app.stage.number)
+        .execute(&mut *tx)
         .await?;
+        insert_version(&mut tx, &app.id, &app.prod).await?;
+        if app.stage.number != app.prod.number {
+            insert_version(&mut tx, &app.id, &app.stage).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
-    /// Records a reload: the newly fetched source and the image it hashes to.
-    pub async fn update_source(&self, app: &AppRecord) -> anyhow::Result<()> {
-        sqlx::query(
-            "UPDATE apps SET git_branch = ?, git_commit = ?, source_commit = ?, snapshot = ?, image = ? WHERE id = ?",
-        )
-        .bind(&app.git_branch)
-        .bind(&app.git_commit)
-        .bind(&app.source_commit)
-        .bind(&app.snapshot)
-        .bind(&app.image)
-        .bind(&app.id)
-        .execute(&self.pool)
-        .await?;
+    /// Adds a version and points stage at it (and prod too when `promote`). Returns its number.
+    pub async fn add_version(
+        &self,
+        app_id: &str,
+        config: &AppConfig,
+        reason: &str,
+        promote: bool,
+    ) -> anyhow::Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        let next: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) + 1 AS next FROM app_versions WHERE app_id = ?")
+            .bind(app_id)
+            .fetch_one(&mut *tx)
+            .await?
+            .get("next");
+        let version = Version { number: next, config: config.clone(), reason: reason.into(), created_at: now_secs() };
+        insert_version(&mut tx, app_id, &version).await?;
+        sqlx::query("UPDATE apps SET stage_version = ? WHERE id = ?").bind(next).bind(app_id).execute(&mut *tx).await?;
+        if promote {
+            set_prod(&mut tx, app_id, next).await?;
+        }
+        tx.commit().await?;
+        Ok(next)
+    }
+
+    /// Points prod at `version` (promote, switch, revert), remembering the one it replaces.
+    pub async fn set_prod_version(&self, app_id: &str, version: i64) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        set_prod(&mut tx, app_id, version).await?;
+        tx.commit().await?;
         Ok(())
     }
 
     pub async fn delete_app(&self, id: &str) -> anyhow::Result<bool> {
-        let done = sqlx::query("DELETE FROM apps WHERE id = ?").bind(id).execute(&self.pool).await?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM app_versions WHERE app_id = ?").bind(id).execute(&mut *tx).await?;
+        let done = sqlx::query("DELETE FROM apps WHERE id = ?").bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -134,40 +201,97 @@ impl Store {
     }
 }
 
+async fn insert_version(tx: &mut sqlx::SqliteConnection, app_id: &str, v: &Version) -> anyhow::Result<()> {
+    sqlx::query("INSERT INTO app_versions (app_id, version, config, reason, created_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(app_id)
+        .bind(v.number)
+        .bind(serde_json::to_string(&v.config)?)
+        .bind(&v.reason)
+        .bind(v.created_at)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+async fn set_prod(tx: &mut sqlx::SqliteConnection, app_id: &str, version: i64) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE apps SET previous_prod_version = prod_version, prod_version = ? WHERE id = ? AND prod_version != ?",
+    )
+    .bind(version)
+    .bind(app_id)
+    .bind(version)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+fn row_to_version(r: &sqlx::sqlite::SqliteRow) -> anyhow::Result<Version> {
+    Ok(Version {
+        number: r.get("version"),
+        config: serde_json::from_str(r.get("config"))?,
+        reason: r.get("reason"),
+        created_at: r.get("created_at"),
+    })
+}
+
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn insert_list_delete() {
-        let store = Store::in_memory().await.unwrap();
-        let rec = AppRecord {
-            id: "app_prd_1".into(),
+    fn record(id: &str) -> AppRecord {
+        let v1 = Version {
+            number: 1,
+            config: AppConfig { params: BTreeMap::from([("image".into(), "nginx".into())]), ..Default::default() },
+            reason: "create".into(),
+            created_at: 5,
+        };
+        AppRecord {
+            id: id.into(),
             path: AppPath { domain: "a.localhost".into(), path: "/".into() },
             source_url: "-".into(),
             spec: "image".into(),
-            params: BTreeMap::from([("image".into(), "nginx".into())]),
-            app_config: BTreeMap::new(),
             created_at: 5,
-            git_branch: None,
-            git_commit: None,
-            source_commit: None,
-            snapshot: None,
-            build_args: BTreeMap::new(),
-            image: None,
-        };
+            prod: v1.clone(),
+            stage: v1,
+            previous_prod_version: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn insert_list_delete() {
+        let store = Store::in_memory().await.unwrap();
+        let rec = record("app_1");
         store.insert_app(&rec).await.unwrap();
         assert_eq!(store.list_apps().await.unwrap(), vec![rec.clone()]);
-        let mut dup = rec.clone();
-        dup.id = "app_prd_2".into();
-        assert!(store.insert_app(&dup).await.is_err(), "same domain and path twice must fail");
-        let mut reloaded = rec.clone();
-        reloaded.snapshot = Some("/s/2".into());
-        reloaded.image = Some("berth-build:abc".into());
-        store.update_source(&reloaded).await.unwrap();
-        assert_eq!(store.list_apps().await.unwrap(), vec![reloaded]);
-        assert!(store.delete_app("app_prd_1").await.unwrap());
-        assert!(!store.delete_app("app_prd_1").await.unwrap());
+        assert!(store.insert_app(&record("app_2")).await.is_err(), "same domain and path twice must fail");
+        assert!(store.delete_app("app_1").await.unwrap());
+        assert!(!store.delete_app("app_1").await.unwrap());
         assert!(store.list_apps().await.unwrap().is_empty());
+        assert!(store.versions("app_1").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn staged_versions_promote_and_switch() {
+        let store = Store::in_memory().await.unwrap();
+        store.insert_app(&record("app_1")).await.unwrap();
+        let mut cfg = record("app_1").stage.config;
+        cfg.params.insert("A".into(), "1".into());
+        assert_eq!(store.add_version("app_1", &cfg, "param update", false).await.unwrap(), 2);
+        let app = &store.list_apps().await.unwrap()[0];
+        assert_eq!((app.prod.number, app.stage.number), (1, 2));
+        assert_eq!(app.stage.config.params["A"], "1");
+        assert!(!app.prod.config.params.contains_key("A"));
+        store.set_prod_version("app_1", 2).await.unwrap();
+        let app = &store.list_apps().await.unwrap()[0];
+        assert_eq!((app.prod.number, app.previous_prod_version), (2, 1));
+        assert_eq!(store.add_version("app_1", &cfg, "reload", true).await.unwrap(), 3);
+        let app = &store.list_apps().await.unwrap()[0];
+        assert_eq!((app.prod.number, app.stage.number, app.previous_prod_version), (3, 3, 2));
+        assert_eq!(store.versions("app_1").await.unwrap().len(), 3);
+        assert!(store.version("app_1", 9).await.is_err());
     }
 }

@@ -1,0 +1,188 @@
+//! Creating and deleting apps. Create checks everything before anything is stored (path,
+//! spec, params, settings, options, conflicts, the source, the image) and leaves nothing
+//! behind on any error.
+
+use std::path::PathBuf;
+
+use rand::Rng;
+
+use super::{plan, remove_dir_logged, settings, AppError, Apps, Variant};
+use crate::api::{AppInfo, CreateAppRequest};
+use crate::app_path::AppPath;
+use crate::engine;
+use crate::source::{self, SourceSpec};
+use crate::specs::SpecKind;
+use crate::store::{now_secs, AppConfig, AppRecord, Version};
+
+impl Apps {
+    pub async fn create(&self, req: CreateAppRequest) -> Result<AppInfo, AppError> {
+        let bad = |e: &dyn std::fmt::Display| AppError::BadRequest(e.to_string());
+        let path = AppPath::parse(&req.path, &self.config.default_domain).map_err(|e| bad(&e))?;
+        let spec = self.catalog.lookup(req.spec.as_deref()).map_err(|e| bad(&e))?;
+        let source_url = req.source_url.trim().to_string();
+        spec.check_source(&source_url).map_err(|e| bad(&e))?;
+        let source = SourceSpec::parse(&source_url).map_err(AppError::BadRequest)?;
+        spec.check_params(&req.params).map_err(|e| bad(&e))?;
+        settings::resolve(&self.config.container, &spec, &req.app_config).map_err(AppError::BadRequest)?;
+        engine::options::parse(&req.container_options, self.config.container.allow_host_access)
+            .map_err(AppError::BadRequest)?;
+        if spec.kind != SpecKind::Build && !req.build_args.is_empty() {
+            return Err(AppError::BadRequest(format!("spec {} builds nothing: --carg is not allowed", spec.name)));
+        }
+        self.check_secrets(req.params.values().chain(req.build_args.values())).await?;
+        let mut config = AppConfig {
+            params: req.params.clone(),
+            app_config: req.app_config.clone(),
+            build_args: req.build_args.clone(),
+            container_options: req.container_options.clone(),
+            git_branch: req.git_branch.clone(),
+            git_commit: req.git_commit.clone(),
+            ..Default::default()
+        };
+        let id = new_app_id();
+        let _admin = self.admin.lock().await;
+        self.check_conflicts(&path)?;
+        let snapshot = match source {
+            SourceSpec::None => None,
+            source => Some(self.fetch_and_prepare(&id, &spec.name, &mut config, &source).await?),
+        };
+        let v1 = Version { number: 1, config, reason: "create".into(), created_at: now_secs() };
+        let record = AppRecord {
+            id,
+            path,
+            source_url,
+            spec: spec.name.clone(),
+            created_at: v1.created_at,
+            prod: v1.clone(),
+            stage: v1,
+            previous_prod_version: 0,
+        };
+        let result = self.finish_create(record, req.dry_run).await;
+        if result.is_err() || req.dry_run {
+            if let Some(dir) = snapshot {
+                remove_dir_logged(&dir);
+            }
+        }
+        result
+    }
+
+    async fn finish_create(&self, record: AppRecord, dry_run: bool) -> Result<AppInfo, AppError> {
+        let app = self.assemble(record.clone())?;
+        if let Some(rt) = app.prod.runtime() {
+            if let plan::ImageSource::Existing(image) = &rt.plan().image {
+                self.engine.ensure_image(image).await?;
+            }
+        }
+        if dry_run {
+            return Ok(app.info());
+        }
+        self.store.insert_app(&record).await?;
+        self.spawn_reaper(&app.prod);
+        self.spawn_reaper(&app.stage);
+        let info = app.info();
+        self.publish(app);
+        tracing::info!(app = %record.path, id = %record.id, spec = %record.spec, "app created");
+        Ok(info)
+    }
+
+    fn check_conflicts(&self, path: &AppPath) -> Result<(), AppError> {
+        let apps = self.apps.read().unwrap();
+        match apps.values().find(|a| a.record.path.conflicts_with(path, &self.config.default_domain)) {
+            Some(existing) => Err(AppError::BadRequest(format!("App already exists at {}", existing.record.path))),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks that every secret template in `values` parses and resolves (the value is
+    /// dropped at once), so a wrong provider or key is reported when the value is set.
+    pub(super) async fn check_secrets(&self, values: impl Iterator<Item = &String>) -> Result<(), AppError> {
+        for v in values {
+            self.secrets.resolve(v).await.map_err(|e| AppError::BadRequest(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Fetches the source into a new snapshot of the app, checks it against the spec and
+    /// records the snapshot, commit and image name in `config`. Returns the snapshot folder.
+    pub(super) async fn fetch_and_prepare(
+        &self,
+        app_id: &str,
+        spec: &str,
+        config: &mut AppConfig,
+        source: &SourceSpec,
+    ) -> Result<PathBuf, AppError> {
+        let spec = self.catalog.lookup(Some(spec)).map_err(|e| AppError::BadRequest(e.to_string()))?;
+        let root = self.home.sources_dir().join(app_id);
+        let snap = source::fetch(source, config.git_branch.as_deref(), config.git_commit.as_deref(), &root)
+            .await
+            .map_err(|e| AppError::BadRequest(format!("{e:#}")))?;
+        let (dir, params, args) = (snap.dir.clone(), config.params.clone(), config.build_args.clone());
+        let prepared = tokio::task::spawn_blocking(move || plan::prepare_build(&spec, &dir, &params, &args))
+            .await
+            .map_err(|e| AppError::Internal(e.into()))?;
+        match prepared {
+            Ok(p) => {
+                config.snapshot = Some(snap.dir.display().to_string());
+                config.source_commit = snap.commit;
+                config.image = Some(p.image);
+                Ok(snap.dir)
+            }
+            Err(e) => {
+                remove_dir_logged(&snap.dir);
+                if std::fs::read_dir(&root).map(|mut d| d.next().is_none()).unwrap_or(false) {
+                    let _ = std::fs::remove_dir(&root);
+                }
+                Err(AppError::BadRequest(e))
+            }
+        }
+    }
+
+    /// Deletes the app at exactly `path` (prod and stage) and removes its containers, images
+    /// no other app uses, and source snapshots.
+    pub async fn delete(&self, path: &str, dry_run: bool) -> Result<AppInfo, AppError> {
+        let _admin = self.admin.lock().await;
+        let (app, variant) = self.find(path)?;
+        if variant == Variant::Stage {
+            return Err(AppError::BadRequest(format!(
+                "delete the app at {} (its stage goes with it)",
+                app.record.path
+            )));
+        }
+        let info = app.info();
+        if dry_run {
+            return Ok(info);
+        }
+        self.store.delete_app(&app.record.id).await?;
+        self.apps.write().unwrap().remove(&app.record.id);
+        self.rebuild_routes();
+        let mut images = Vec::new();
+        for dep in [&app.prod, &app.stage] {
+            if let Some(rt) = dep.runtime() {
+                rt.shutdown().await;
+                if let plan::ImageSource::Build(b) = &rt.plan().image {
+                    images.push(b.image.clone());
+                }
+            }
+        }
+        let filter = [(engine::LABEL_INSTANCE, self.instance.as_str()), (engine::LABEL_APP_ID, app.record.id.as_str())];
+        for c in self.engine.list_labelled(&filter).await.map_err(anyhow::Error::from)? {
+            self.engine.remove(&c.id).await.map_err(anyhow::Error::from)?;
+        }
+        for image in images {
+            if !self.image_in_use(&image) {
+                let _ = self.engine.remove_image(&image).await;
+            }
+        }
+        remove_dir_logged(&self.home.sources_dir().join(&app.record.id));
+        let _ = std::fs::remove_file(self.builder.log_file(&app.record.id));
+        tracing::info!(app = %app.record.path, "app deleted");
+        Ok(info)
+    }
+}
+
+fn new_app_id() -> String {
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::thread_rng();
+    let suffix: String = (0..20).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect();
+    format!("app_prd_{suffix}")
+}

@@ -1,0 +1,47 @@
+//! Taking a replaced deployment out of service: if it was serving, its replacement is started
+//! first; requests in flight on the old container finish (bounded); then the old runtime's
+//! tasks stop and its container and image (when nothing else uses them) are removed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::plan::ImageSource;
+use super::runtime::State;
+use super::Deployment;
+use crate::engine::Engine;
+
+/// How long in-flight requests on a replaced container may take to finish.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+pub(super) async fn retire(engine: Engine, old: Arc<Deployment>, new: Arc<Deployment>, image_in_use: bool) {
+    let (Some(old_rt), new_rt) = (old.runtime(), new.runtime()) else { return };
+    if let Some(new_rt) = new_rt {
+        if matches!(old_rt.state(), State::Running { .. }) {
+            if let Err(e) = new_rt.ensure_running(true).await {
+                tracing::warn!(app = %new.path, "the new version did not start: {e}");
+            }
+        }
+    }
+    let drain_deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
+    while old_rt.activity.in_flight() > 0 && tokio::time::Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    old_rt.shutdown().await;
+    let same_container = new_rt.is_some_and(|n| n.container_name() == old_rt.container_name());
+    if !same_container {
+        if let Some(id) = old_rt.container_id() {
+            if let Err(e) = engine.remove(&id).await {
+                tracing::warn!(app = %old.path, "removing the replaced container failed: {e}");
+            }
+        }
+    }
+    if let ImageSource::Build(plan) = &old_rt.plan().image {
+        if !image_in_use {
+            match engine.remove_image(&plan.image).await {
+                Ok(true) => tracing::info!(app = %old.path, image = %plan.image, "removed the replaced image"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(app = %old.path, "removing the replaced image failed: {e}"),
+            }
+        }
+    }
+}
