@@ -22,11 +22,12 @@ pub(super) async fn retire(engine: Engine, old: Arc<Deployment>, new: Arc<Deploy
             }
         }
     }
+    // Cancel first (new requests re-route to the replacement), then let in-flight ones finish.
+    old_rt.shutdown().await;
     let drain_deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
     while old_rt.activity.in_flight() > 0 && tokio::time::Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    old_rt.shutdown().await;
     let same_container = new_rt.is_some_and(|n| n.container_name() == old_rt.container_name());
     if !same_container {
         if let Some(id) = old_rt.container_id() {

@@ -189,6 +189,11 @@ impl ContainerRuntime {
         wait_for_build: bool,
     ) -> Result<(SocketAddr, ActivityGuard), StartError> {
         let guard = self.activity.enter();
+        // Checked after `enter`: a retiring runtime cancels first and then waits for what is
+        // in flight, so a request either gets in before the cancel or is told to re-route.
+        if self.cancel.is_cancelled() {
+            return Err(StartError::Gone);
+        }
         let deadline = Instant::now() + self.settings.start_timeout;
         let mut rx = self.state.subscribe();
         loop {

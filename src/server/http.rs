@@ -18,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::apps::runtime::StartError;
-use crate::apps::{AppBackend, Apps};
+use crate::apps::{AppBackend, Apps, Deployment};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::{error_response, ClientInfo, Proxy, Target};
 
@@ -31,8 +31,13 @@ pub struct Frontend {
 }
 
 impl Frontend {
+    fn route(&self, host: &str, path: &str) -> Option<(Arc<Deployment>, String)> {
+        let routes = self.apps.routes();
+        routes.lookup(host, path).map(|(app, app_path)| (app.clone(), app_path.to_string()))
+    }
+
     pub async fn handle(&self, req: Request<Incoming>, client: ClientInfo) -> Response<ProxyBody> {
-        let path = req.uri().path();
+        let path = req.uri().path().to_string();
         if path.split('/').any(|seg| seg == "..") {
             return error_response(StatusCode::BAD_REQUEST, "path must not contain '..' segments");
         }
@@ -41,51 +46,62 @@ impl Frontend {
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri().authority().map(|a| a.as_str()))
-            .unwrap_or("");
-        let routes = self.apps.routes();
-        let Some((app, app_path)) = routes.lookup(host, path) else {
-            return error_response(StatusCode::NOT_FOUND, "no matching app found");
-        };
-        let (app, app_path) = (app.clone(), app_path.to_string());
-        drop(routes);
-        match &app.backend {
-            AppBackend::Url(plan) => {
-                let target = Target::from_uri(&plan.url, &app_path, plan.preserve_host);
-                self.proxy.forward(req, &target, client, None).await
-            }
-            AppBackend::Container(rt) => match rt.ensure_running(!wants_html(&req)).await {
-                Ok((addr, guard)) => {
-                    let target = Target {
-                        scheme: http::uri::Scheme::HTTP,
-                        authority: addr.to_string().parse().expect("a socket address is an authority"),
-                        base_path: String::new(),
-                        app_path,
-                        strip_app: rt.plan().strip_app,
-                        preserve_host: app.preserve_host(),
-                    };
-                    self.proxy.forward(req, &target, client, Some(guard)).await
+            .unwrap_or("")
+            .to_string();
+        let wait_for_build = !wants_html(&req);
+        // A deployment retired (replaced by a promote, switch or change) between routing and
+        // starting answers Gone: route again, to its replacement.
+        for _ in 0..3 {
+            let Some((app, app_path)) = self.route(&host, &path) else { break };
+            let rt = match &app.backend {
+                AppBackend::Url(plan) => {
+                    let target = Target::from_uri(&plan.url, &app_path, plan.preserve_host);
+                    return self.proxy.forward(req, &target, client, None).await;
                 }
-                Err(StartError::Failed { error, retry_at }) => {
-                    let mut resp =
-                        error_response(StatusCode::BAD_GATEWAY, &format!("app {} failed to start: {error}", app.path));
-                    if let Some(retry_at) = retry_at {
-                        let secs = retry_at.saturating_duration_since(tokio::time::Instant::now()).as_secs().max(1);
-                        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-                    }
-                    resp
-                }
-                Err(StartError::Building) => starting_page(&app.path.to_string()),
-                Err(StartError::Timeout) => {
-                    let mut resp = error_response(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &format!("app {} is still starting, retry shortly", app.path),
-                    );
-                    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
-                    resp
-                }
-                Err(StartError::Gone) => error_response(StatusCode::NOT_FOUND, "no matching app found"),
-            },
+                AppBackend::Container(rt) => rt,
+            };
+            let (addr, guard) = match rt.ensure_running(wait_for_build).await {
+                Ok(running) => running,
+                Err(StartError::Gone) => continue,
+                Err(e) => return start_error(&app, e),
+            };
+            let target = Target {
+                scheme: http::uri::Scheme::HTTP,
+                authority: addr.to_string().parse().expect("a socket address is an authority"),
+                base_path: String::new(),
+                app_path,
+                strip_app: rt.plan().strip_app,
+                preserve_host: app.preserve_host(),
+            };
+            return self.proxy.forward(req, &target, client, Some(guard)).await;
         }
+        error_response(StatusCode::NOT_FOUND, "no matching app found")
+    }
+}
+
+/// The answer when an app's container cannot serve: 502 with the failure (and when to
+/// retry), the starting page, or 503 while a start takes longer than the wait bound.
+fn start_error(app: &Deployment, e: StartError) -> Response<ProxyBody> {
+    match e {
+        StartError::Failed { error, retry_at } => {
+            let mut resp =
+                error_response(StatusCode::BAD_GATEWAY, &format!("app {} failed to start: {error}", app.path));
+            if let Some(retry_at) = retry_at {
+                let secs = retry_at.saturating_duration_since(tokio::time::Instant::now()).as_secs().max(1);
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            resp
+        }
+        StartError::Building => starting_page(&app.path.to_string()),
+        StartError::Timeout => {
+            let mut resp = error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("app {} is still starting, retry shortly", app.path),
+            );
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            resp
+        }
+        StartError::Gone => error_response(StatusCode::NOT_FOUND, "no matching app found"),
     }
 }
 
