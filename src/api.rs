@@ -112,6 +112,7 @@ pub struct ReloadResponse {
     /// Whether an image was built (false: the image for these inputs existed).
     pub built: bool,
     pub promoted: bool,
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -290,7 +290,7 @@ impl Apps {
         path: &str,
         branch: Option<String>,
         commit: Option<String>,
-        promote: bool,
+        (promote, dry_run): (bool, bool),
     ) -> Result<ReloadOutcome, AppError> {
         let _admin = self.admin.lock().await;
         let (app, _) = self.find(path)?;
@@ -307,6 +307,14 @@ impl Apps {
             cfg.git_commit = commit;
         }
         let snapshot = self.fetch_and_prepare(&app.record.id, &app.record.spec, &mut cfg, &source).await?;
+        if dry_run {
+            // Fetched and checked; report what would be built, keep nothing.
+            super::remove_dir_logged(&snapshot);
+            let mut info = app.info();
+            info.git_commit = cfg.source_commit;
+            info.image = cfg.image;
+            return Ok(ReloadOutcome { app: info, built: false, promoted: promote });
+        }
         let tentative = Version { number: 0, config: cfg.clone(), reason: "reload".into(), created_at: now_secs() };
         let built = match self.deploy(&app.record, Variant::Stage, tentative) {
             Ok(dep) => match dep.runtime() {

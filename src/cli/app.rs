@@ -138,6 +138,10 @@ pub struct ReloadArgs {
     /// Promote the new version to prod once it runs.
     #[arg(long, short = 'p')]
     promote: bool,
+    /// Fetch and check the source and print what would be built, without building or
+    /// changing anything.
+    #[arg(long)]
+    dry_run: bool,
     /// Fetch this branch (and remember it for later reloads).
     #[arg(long, short = 'b')]
     branch: Option<String>,
@@ -223,15 +227,21 @@ pub async fn run(cmd: AppCommand, client: &AdminClient) -> anyhow::Result<()> {
                 ("branch", a.branch),
                 ("commit", a.commit),
                 ("promote", Some(a.promote.to_string())),
+                ("dry_run", Some(a.dry_run.to_string())),
             ];
             let resp: ReloadResponse = client.json(Method::POST, "/v1/apps/reload", &query, None::<&()>).await?;
-            let what = if resp.built { "built" } else { "reused" };
+            let what = match (resp.dry_run, resp.built) {
+                (true, _) => "would be used",
+                (false, true) => "built",
+                (false, false) => "reused",
+            };
             let image = resp.app.image.as_deref().unwrap_or("-");
             let commit = resp.app.git_commit.as_deref().map(|c| format!(" at commit {}", &c[..c.len().min(12)]));
             println!("Reloaded {}{}: image {image} {what}.", resp.app.app_path, commit.unwrap_or_default());
             if resp.promoted {
                 println!("Promoted apps: {}", resp.app.app_path);
             }
+            dry_run_note(resp.dry_run);
             Ok(())
         }
         AppCommand::Logs(a) => {

@@ -106,14 +106,16 @@ struct ReloadQuery {
     commit: Option<String>,
     #[serde(default)]
     promote: bool,
+    #[serde(default)]
+    dry_run: bool,
 }
 
 async fn reload(
     State(s): State<Arc<AdminState>>,
     Query(q): Query<ReloadQuery>,
 ) -> Result<Json<ReloadResponse>, AppError> {
-    let outcome = s.apps.reload(&q.path, q.branch, q.commit, q.promote).await?;
-    Ok(Json(ReloadResponse { app: outcome.app, built: outcome.built, promoted: outcome.promoted }))
+    let outcome = s.apps.reload(&q.path, q.branch, q.commit, (q.promote, q.dry_run)).await?;
+    Ok(Json(ReloadResponse { app: outcome.app, built: outcome.built, promoted: outcome.promoted, dry_run: q.dry_run }))
 }
 
 fn change(o: ChangeOutcome, dry_run: bool, from_version: Option<i64>) -> Json<ChangeResponse> {
@@ -258,13 +260,20 @@ async fn logs(State(s): State<Arc<AdminState>>, Query(q): Query<LogsQuery>) -> R
     if q.build {
         let file = s.apps.build_log(&q.path)?;
         let text = tokio::fs::read(&file).await.map_err(|e| AppError::Internal(e.into()))?;
+        let offset = text.len() as u64;
         let text = match q.lines {
             Some(n) => tail_lines(&text, n),
             None => text,
         };
+        let first = futures_util::stream::once(async move { Ok::<_, std::io::Error>(bytes::Bytes::from(text)) });
+        let body = if q.follow && !build_finished(&file).await {
+            Body::from_stream(first.chain(follow_file(file, offset, s.stop.clone())))
+        } else {
+            Body::from_stream(first)
+        };
         return Ok(Response::builder()
             .header("content-type", "text/plain; charset=utf-8")
-            .body(Body::from(text))
+            .body(body)
             .expect("static headers"));
     }
     let stream = s.apps.logs(&q.path, q.lines, q.follow)?;
@@ -288,4 +297,43 @@ fn tail_lines(text: &[u8], n: usize) -> Vec<u8> {
     let start =
         trimmed.iter().enumerate().rev().filter(|(_, b)| **b == b'\n').nth(n.saturating_sub(1)).map(|(i, _)| i + 1);
     text[start.unwrap_or(0)..].to_vec()
+}
+
+/// Whether a build log's last line says the build ended.
+async fn build_finished(file: &std::path::Path) -> bool {
+    ends_build(&tokio::fs::read(file).await.unwrap_or_default())
+}
+
+fn ends_build(log: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(log);
+    let last = text.lines().last().unwrap_or("");
+    last.starts_with("built ") || last.starts_with("build failed")
+}
+
+/// New bytes of a growing build log until the build ends (or the server stops).
+fn follow_file(
+    file: std::path::PathBuf,
+    offset: u64,
+    stop: CancellationToken,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    futures_util::stream::unfold((offset, false), move |(offset, done)| {
+        let (file, stop) = (file.clone(), stop.clone());
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                    _ = stop.cancelled() => return None,
+                }
+                let data = tokio::fs::read(&file).await.ok()?;
+                if (data.len() as u64) > offset {
+                    let finished = ends_build(&data);
+                    let chunk = bytes::Bytes::copy_from_slice(&data[offset as usize..]);
+                    return Some((Ok(chunk), (data.len() as u64, finished)));
+                }
+            }
+        }
+    })
 }
