@@ -113,6 +113,10 @@ pub struct ReloadResponse {
     pub built: bool,
     pub promoted: bool,
     pub dry_run: bool,
+    /// The new stage version, its fetched commit and image (for a dry run: what it would be).
+    pub version: i64,
+    pub git_commit: Option<String>,
+    pub image: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

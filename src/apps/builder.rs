@@ -67,6 +67,11 @@ impl Builder {
         let header = format!("building {} (spec {}, {} bytes of context)", plan.image, plan.spec.name, tar.len());
         tracing::info!(app = %app_id, "{header}");
         let _ = writeln!(log, "{header}");
+        if !plan.build_args.is_empty() {
+            // As set (secret templates, never their values).
+            let args: Vec<String> = plan.build_args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(log, "build args: {}", args.join(" "));
+        }
         let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
         let labels = HashMap::from([
             (engine::LABEL_MANAGED.to_string(), "true".to_string()),

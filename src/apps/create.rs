@@ -86,7 +86,7 @@ impl Apps {
     }
 
     fn check_conflicts(&self, path: &AppPath) -> Result<(), AppError> {
-        let apps = self.apps.read().unwrap();
+        let apps = self.apps.read();
         match apps.values().find(|a| a.record.path.conflicts_with(path, &self.config.default_domain)) {
             Some(existing) => Err(AppError::BadRequest(format!("App already exists at {}", existing.record.path))),
             None => Ok(()),
@@ -113,9 +113,19 @@ impl Apps {
     ) -> Result<PathBuf, AppError> {
         let spec = self.catalog.lookup(Some(spec)).map_err(|e| AppError::BadRequest(e.to_string()))?;
         let root = self.home.sources_dir().join(app_id);
-        let snap = source::fetch(source, config.git_branch.as_deref(), config.git_commit.as_deref(), &root)
-            .await
-            .map_err(|e| AppError::BadRequest(format!("{e:#}")))?;
+        let remove_empty_root = || {
+            if std::fs::read_dir(&root).map(|mut d| d.next().is_none()).unwrap_or(false) {
+                let _ = std::fs::remove_dir(&root);
+            }
+        };
+        let snap = match source::fetch(source, config.git_branch.as_deref(), config.git_commit.as_deref(), &root).await
+        {
+            Ok(snap) => snap,
+            Err(e) => {
+                remove_empty_root();
+                return Err(AppError::BadRequest(format!("{e:#}")));
+            }
+        };
         let (dir, params, args) = (snap.dir.clone(), config.params.clone(), config.build_args.clone());
         let prepared = tokio::task::spawn_blocking(move || plan::prepare_build(&spec, &dir, &params, &args))
             .await
@@ -129,9 +139,7 @@ impl Apps {
             }
             Err(e) => {
                 remove_dir_logged(&snap.dir);
-                if std::fs::read_dir(&root).map(|mut d| d.next().is_none()).unwrap_or(false) {
-                    let _ = std::fs::remove_dir(&root);
-                }
+                remove_empty_root();
                 Err(AppError::BadRequest(e))
             }
         }
@@ -153,7 +161,7 @@ impl Apps {
             return Ok(info);
         }
         self.store.delete_app(&app.record.id).await?;
-        self.apps.write().unwrap().remove(&app.record.id);
+        self.apps.write().remove(&app.record.id);
         self.rebuild_routes();
         let mut images = Vec::new();
         for dep in [&app.prod, &app.stage] {

@@ -90,6 +90,58 @@ impl Deployment {
     }
 }
 
+/// The current apps, shared with the tasks that retire replaced deployments so they can see
+/// what is in use at the moment they remove something.
+#[derive(Clone, Default)]
+pub struct Registry {
+    apps: Arc<RwLock<HashMap<String, Arc<App>>>>,
+    /// Containers of deployments being started before they are published (a prod switch).
+    starting: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// Marks a container name as in use while a deployment that is not yet published starts.
+pub struct StartingMark {
+    registry: Registry,
+    name: String,
+}
+
+impl Drop for StartingMark {
+    fn drop(&mut self) {
+        let mut names = self.registry.starting.lock().unwrap();
+        if let Some(i) = names.iter().position(|n| *n == self.name) {
+            names.swap_remove(i);
+        }
+    }
+}
+
+impl Registry {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<App>>> {
+        self.apps.read().unwrap()
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<App>>> {
+        self.apps.write().unwrap()
+    }
+
+    pub fn mark_starting(&self, name: String) -> StartingMark {
+        self.starting.lock().unwrap().push(name.clone());
+        StartingMark { registry: self.clone(), name }
+    }
+
+    fn runtimes(&self) -> Vec<Arc<ContainerRuntime>> {
+        self.read().values().flat_map(|a| [a.prod.runtime().cloned(), a.stage.runtime().cloned()]).flatten().collect()
+    }
+
+    pub fn container_in_use(&self, name: &str) -> bool {
+        self.starting.lock().unwrap().iter().any(|n| n == name)
+            || self.runtimes().iter().any(|rt| rt.container_name() == name)
+    }
+
+    pub fn image_in_use(&self, image: &str) -> bool {
+        self.runtimes().iter().any(|rt| rt.plan().image.name() == image)
+    }
+}
+
 /// An app: its record and its two deployments.
 pub struct App {
     pub record: AppRecord,
@@ -158,7 +210,7 @@ pub struct Apps {
     catalog: Catalog,
     builder: Arc<Builder>,
     secrets: Arc<Secrets>,
-    apps: RwLock<HashMap<String, Arc<App>>>,
+    apps: Registry,
     routes: ArcSwap<RouteTable<Deployment>>,
     /// Serialises admin operations so checks and writes see the same app set.
     admin: tokio::sync::Mutex<()>,
@@ -197,7 +249,7 @@ impl Apps {
             catalog,
             builder,
             secrets,
-            apps: RwLock::new(HashMap::new()),
+            apps: Registry::default(),
             admin: tokio::sync::Mutex::new(()),
             tasks: TaskTracker::new(),
             cancel: CancellationToken::new(),
@@ -205,13 +257,13 @@ impl Apps {
         for record in apps.store.list_apps().await? {
             match apps.assemble(record.clone()) {
                 Ok(app) => {
-                    apps.apps.write().unwrap().insert(record.id.clone(), app);
+                    apps.apps.write().insert(record.id.clone(), app);
                 }
                 Err(e) => tracing::error!(app = %record.path, "app cannot be served: {e}"),
             }
         }
         apps.adopt_containers().await?;
-        for app in apps.apps.read().unwrap().values() {
+        for app in apps.apps.read().values() {
             apps.spawn_reaper(&app.prod);
             apps.spawn_reaper(&app.stage);
         }
@@ -284,12 +336,12 @@ impl Apps {
 
     /// Puts an app (new or changed) in place and publishes the route table.
     fn publish(&self, app: Arc<App>) {
-        self.apps.write().unwrap().insert(app.record.id.clone(), app);
+        self.apps.write().insert(app.record.id.clone(), app);
         self.rebuild_routes();
     }
 
     fn rebuild_routes(&self) {
-        let apps = self.apps.read().unwrap();
+        let apps = self.apps.read();
         let table = RouteTable::build(
             &self.config.default_domain,
             apps.values()
@@ -300,17 +352,11 @@ impl Apps {
     }
 
     fn runtimes(&self) -> Vec<Arc<ContainerRuntime>> {
-        self.apps
-            .read()
-            .unwrap()
-            .values()
-            .flat_map(|a| [a.prod.runtime().cloned(), a.stage.runtime().cloned()])
-            .flatten()
-            .collect()
+        self.apps.runtimes()
     }
 
     fn image_in_use(&self, image: &str) -> bool {
-        self.runtimes().iter().any(|rt| rt.plan().image.name() == image)
+        self.apps.image_in_use(image)
     }
 
     /// Boot reconciliation: per app and variant, one container at most, matching its current
@@ -346,7 +392,7 @@ impl Apps {
     pub fn list(&self, glob: Option<&str>) -> Result<Vec<AppInfo>, AppError> {
         let glob = AppGlob::parse(glob.unwrap_or("")).map_err(AppError::BadRequest)?;
         let mut list: Vec<AppInfo> =
-            self.apps.read().unwrap().values().filter(|a| glob.matches(&a.record.path)).map(|a| a.info()).collect();
+            self.apps.read().values().filter(|a| glob.matches(&a.record.path)).map(|a| a.info()).collect();
         list.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(list)
     }
@@ -365,7 +411,6 @@ impl Apps {
         let app = self
             .apps
             .read()
-            .unwrap()
             .values()
             .find(|a| {
                 a.record.path.path == path.path && a.record.path.effective_domain(dd) == path.effective_domain(dd)

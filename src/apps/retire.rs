@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use super::plan::ImageSource;
 use super::runtime::State;
-use super::Deployment;
+use super::{Deployment, Registry};
 use crate::engine::Engine;
 
 /// How long in-flight requests on a replaced container may take to finish.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
-pub(super) async fn retire(engine: Engine, old: Arc<Deployment>, new: Arc<Deployment>, image_in_use: bool) {
+pub(super) async fn retire(engine: Engine, old: Arc<Deployment>, new: Arc<Deployment>, current: Registry) {
     let (Some(old_rt), new_rt) = (old.runtime(), new.runtime()) else { return };
     if let Some(new_rt) = new_rt {
         if matches!(old_rt.state(), State::Running { .. }) {
@@ -28,8 +28,9 @@ pub(super) async fn retire(engine: Engine, old: Arc<Deployment>, new: Arc<Deploy
     while old_rt.activity.in_flight() > 0 && tokio::time::Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let same_container = new_rt.is_some_and(|n| n.container_name() == old_rt.container_name());
-    if !same_container {
+    // What is in use is read now, not when the replacement began: a later change may have
+    // gone back to this container's configuration (same name) or image.
+    if !current.container_in_use(&old_rt.container_name()) {
         if let Some(id) = old_rt.container_id() {
             if let Err(e) = engine.remove(&id).await {
                 tracing::warn!(app = %old.path, "removing the replaced container failed: {e}");
@@ -37,7 +38,7 @@ pub(super) async fn retire(engine: Engine, old: Arc<Deployment>, new: Arc<Deploy
         }
     }
     if let ImageSource::Build(plan) = &old_rt.plan().image {
-        if !image_in_use {
+        if !current.image_in_use(&plan.image) {
             match engine.remove_image(&plan.image).await {
                 Ok(true) => tracing::info!(app = %old.path, image = %plan.image, "removed the replaced image"),
                 Ok(false) => {}

@@ -79,6 +79,22 @@ pub enum StartError {
     Gone,
 }
 
+/// Why one start attempt failed: the container vanished (retry with a fresh one), or a real
+/// failure (with the container, for its log tail).
+enum StartAttempt {
+    Gone(String),
+    Failed(String, Option<String>),
+}
+
+impl From<EngineError> for StartAttempt {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::NotFound(_) | EngineError::Removing(_) => StartAttempt::Gone(e.to_string()),
+            other => StartAttempt::Failed(other.to_string(), None),
+        }
+    }
+}
+
 /// Settings resolved from berth.toml and the app's own config.
 #[derive(Debug, Clone)]
 pub struct RuntimeSettings {
@@ -194,6 +210,10 @@ impl ContainerRuntime {
         if self.cancel.is_cancelled() {
             return Err(StartError::Gone);
         }
+        // Fast path: a running app needs only a shared read of its state.
+        if let State::Running { upstream } = *self.state.borrow() {
+            return Ok((upstream, guard));
+        }
         let deadline = Instant::now() + self.settings.start_timeout;
         let mut rx = self.state.subscribe();
         loop {
@@ -308,23 +328,49 @@ impl ContainerRuntime {
 
     /// Finds or creates the container, starts it and waits until it answers its health check.
     async fn start_container(&self, deadline: Instant) -> Result<SocketAddr, String> {
-        let id = self.find_or_create().await.map_err(|e| e.to_string())?;
-        match self.engine.start(&id).await {
-            Ok(()) => {}
-            Err(EngineError::NotFound(_)) => {
-                // Removed behind our back: forget it and create a fresh one.
-                *self.container_id.lock().unwrap() = None;
-                let id = self.find_or_create().await.map_err(|e| e.to_string())?;
-                self.engine.start(&id).await.map_err(|e| e.to_string())?;
+        // A container of this name may be on its way out (a replaced deployment being
+        // retired, or removed behind our back): forget it and create a fresh one once the name
+        // is free. That can show at start (409/404) or later, as the container vanishing
+        // while it is probed.
+        let mut attempts = 0;
+        loop {
+            let outcome = self.start_once(deadline).await;
+            let gone = match &outcome {
+                Err(StartAttempt::Gone(_)) => true,
+                Err(StartAttempt::Failed(_, Some(id))) => {
+                    matches!(self.engine.inspect(id, self.plan.port).await, Err(EngineError::NotFound(_)))
+                }
+                _ => false,
+            };
+            if !gone {
+                return match outcome {
+                    Ok(addr) => Ok(addr),
+                    Err(StartAttempt::Failed(e, Some(id))) => Err(self.with_logs(&id, e).await),
+                    Err(StartAttempt::Failed(e, None) | StartAttempt::Gone(e)) => Err(e),
+                };
             }
-            Err(e) => return Err(self.with_logs(&id, e.to_string()).await),
+            *self.container_id.lock().unwrap() = None;
+            attempts += 1;
+            if attempts >= 40 || Instant::now() >= deadline {
+                return Err(match outcome {
+                    Err(StartAttempt::Gone(e) | StartAttempt::Failed(e, _)) => e,
+                    Ok(_) => unreachable!("a success is returned above"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        let id = self.container_id().unwrap_or(id);
-        let (running, addr) = self.engine.inspect(&id, self.plan.port).await.map_err(|e| e.to_string())?;
+    }
+
+    /// One try: find or create the container, start it, wait for its health check.
+    async fn start_once(&self, deadline: Instant) -> Result<SocketAddr, StartAttempt> {
+        let id = self.find_or_create().await.map_err(StartAttempt::from)?;
+        self.engine.start(&id).await.map_err(StartAttempt::from)?;
+        let failed = |e: String| StartAttempt::Failed(e, Some(id.clone()));
+        let (running, addr) = self.engine.inspect(&id, self.plan.port).await.map_err(StartAttempt::from)?;
         let addr = match (running, addr) {
             (true, Some(addr)) => addr,
-            (false, _) => return Err(self.with_logs(&id, "the container exited right after it started".into()).await),
-            (true, None) => return Err(EngineError::NoPort(id).to_string()),
+            (false, _) => return Err(failed("the container exited right after it started".into())),
+            (true, None) => return Err(failed(EngineError::NoPort(id.clone()).to_string())),
         };
         let engine = self.engine.clone();
         let port = self.plan.port;
@@ -333,10 +379,8 @@ impl ContainerRuntime {
             let id = id.clone();
             async move { engine.inspect(&id, port).await.map(|(running, _)| running).unwrap_or(false) }
         };
-        match health::wait_ready(addr, &self.settings.health_url, deadline, alive).await {
-            Ok(()) => Ok(addr),
-            Err(e) => Err(self.with_logs(&id, e).await),
-        }
+        health::wait_ready(addr, &self.settings.health_url, deadline, alive).await.map_err(failed)?;
+        Ok(addr)
     }
 
     async fn with_logs(&self, id: &str, error: String) -> String {

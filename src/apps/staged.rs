@@ -51,6 +51,10 @@ pub struct ReloadOutcome {
     pub app: AppInfo,
     pub built: bool,
     pub promoted: bool,
+    /// The new stage version (for a dry run: the one it would be), its commit and image.
+    pub version: i64,
+    pub git_commit: Option<String>,
+    pub image: Option<String>,
 }
 
 /// Which version `version switch` moves prod to.
@@ -153,7 +157,7 @@ impl Apps {
         self.replace(app.stage.clone(), stage, updated.clone());
         tracing::info!(app = %updated.record.path, version = number, reason, "staged");
         let promoted = if promote { self.promote_locked(updated.clone()).await? } else { false };
-        let current = self.apps.read().unwrap().get(&updated.record.id).cloned().unwrap_or(updated);
+        let current = self.apps.read().get(&updated.record.id).cloned().unwrap_or(updated);
         Ok(ChangeOutcome { app: current.info(), version: number, promoted })
     }
 
@@ -161,8 +165,7 @@ impl Apps {
     fn replace(&self, old: Arc<Deployment>, new: Arc<Deployment>, updated: Arc<App>) {
         self.spawn_reaper(&new);
         self.publish(updated);
-        let in_use = old.runtime().is_some_and(|rt| self.image_in_use(rt.plan().image.name()));
-        self.tasks.spawn(retire(self.engine.clone(), old, new, in_use));
+        self.tasks.spawn(retire(self.engine.clone(), old, new, self.apps.clone()));
     }
 
     /// Makes prod serve the stage's version.
@@ -175,7 +178,7 @@ impl Apps {
             return Ok(ChangeOutcome { app: app.info(), version, promoted });
         }
         let promoted = self.promote_locked(app.clone()).await?;
-        let current = self.apps.read().unwrap().get(&app.record.id).cloned().unwrap_or(app);
+        let current = self.apps.read().get(&app.record.id).cloned().unwrap_or(app);
         Ok(ChangeOutcome { app: current.info(), version, promoted })
     }
 
@@ -194,6 +197,7 @@ impl Apps {
     async fn switch_prod_locked(&self, app: Arc<App>, version: Version) -> Result<(), AppError> {
         let number = version.number;
         let prod = self.deploy(&app.record, Variant::Prod, version.clone())?;
+        let _starting = prod.runtime().map(|rt| self.apps.mark_starting(rt.container_name()));
         if let Some(rt) = prod.runtime() {
             if let Err(e) = rt.ensure_running(true).await {
                 rt.shutdown().await;
@@ -250,7 +254,7 @@ impl Apps {
         }
         let version = self.store.version(&app.record.id, number).await?;
         self.switch_prod_locked(app.clone(), version).await?;
-        let now = self.apps.read().unwrap().get(&app.record.id).cloned().unwrap_or(app);
+        let now = self.apps.read().get(&app.record.id).cloned().unwrap_or(app);
         Ok((current, ChangeOutcome { app: now.info(), version: number, promoted: true }))
     }
 
@@ -310,10 +314,9 @@ impl Apps {
         if dry_run {
             // Fetched and checked; report what would be built, keep nothing.
             super::remove_dir_logged(&snapshot);
-            let mut info = app.info();
-            info.git_commit = cfg.source_commit;
-            info.image = cfg.image;
-            return Ok(ReloadOutcome { app: info, built: false, promoted: promote });
+            let version = self.store.versions(&app.record.id).await?.last().map(|v| v.number + 1).unwrap_or(1);
+            let (git_commit, image) = (cfg.source_commit, cfg.image);
+            return Ok(ReloadOutcome { app: app.info(), built: false, promoted: promote, version, git_commit, image });
         }
         let tentative = Version { number: 0, config: cfg.clone(), reason: "reload".into(), created_at: now_secs() };
         let built = match self.deploy(&app.record, Variant::Stage, tentative) {
@@ -330,7 +333,15 @@ impl Apps {
                 return Err(e);
             }
         };
+        let (git_commit, image) = (cfg.source_commit.clone(), cfg.image.clone());
         let outcome = self.stage_version(app, cfg, "reload", promote, false).await?;
-        Ok(ReloadOutcome { app: outcome.app, built, promoted: outcome.promoted })
+        Ok(ReloadOutcome {
+            app: outcome.app,
+            built,
+            promoted: outcome.promoted,
+            version: outcome.version,
+            git_commit,
+            image,
+        })
     }
 }

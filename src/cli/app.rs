@@ -235,9 +235,14 @@ pub async fn run(cmd: AppCommand, client: &AdminClient) -> anyhow::Result<()> {
                 (false, true) => "built",
                 (false, false) => "reused",
             };
-            let image = resp.app.image.as_deref().unwrap_or("-");
-            let commit = resp.app.git_commit.as_deref().map(|c| format!(" at commit {}", &c[..c.len().min(12)]));
-            println!("Reloaded {}{}: image {image} {what}.", resp.app.app_path, commit.unwrap_or_default());
+            let image = resp.image.as_deref().unwrap_or("-");
+            let commit = resp.git_commit.as_deref().map(|c| format!(" at commit {}", &c[..c.len().min(12)]));
+            println!(
+                "Reloaded {}{}: stage version {}, image {image} {what}.",
+                resp.app.app_path,
+                commit.unwrap_or_default(),
+                resp.version
+            );
             if resp.promoted {
                 println!("Promoted apps: {}", resp.app.app_path);
             }

@@ -38,6 +38,9 @@ pub enum EngineError {
     NoPort(String),
     #[error("{0}")]
     Build(String),
+    /// The container is being removed, or its name is still taken by one that is.
+    #[error("container {0} is being removed")]
+    Removing(String),
 }
 
 /// What to create: everything the engine needs and nothing about apps.
@@ -218,6 +221,7 @@ impl Engine {
         let opts = CreateContainerOptions { name: spec.name.clone(), platform: None };
         match self.docker.create_container(Some(opts.clone()), config.clone()).await {
             Ok(created) => Ok(created.id),
+            Err(e) if is_status(&e, 409) => Err(EngineError::Removing(spec.name.clone())),
             // Podman without catatonit (and engines without docker-init) refuse `init`: run
             // without an init process rather than not at all.
             Err(e) if o.init.unwrap_or(spec.init) && api_message(&e).contains("init") && is_status(&e, 500) => {
@@ -241,6 +245,7 @@ impl Engine {
             Ok(()) => Ok(()),
             Err(e) if is_status(&e, 304) => Ok(()),
             Err(e) if is_not_found(&e) => Err(EngineError::NotFound(id.into())),
+            Err(e) if is_status(&e, 409) => Err(EngineError::Removing(id.into())),
             Err(e) => Err(e.into()),
         }
     }

@@ -33,8 +33,8 @@ pub struct ProviderConfig {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SecretError {
-    #[error("unknown secret provider {0} (configure [secret.{0}] in berth.toml)")]
-    UnknownProvider(String),
+    #[error("unknown secret provider {provider} for secret {key} (configure [secret.{provider}] in berth.toml)")]
+    UnknownProvider { provider: String, key: String },
     #[error("secret {key} not found in provider {provider}")]
     NotFound { provider: String, key: String },
     #[error("secret {key} from provider {provider}: {message}")]
@@ -125,7 +125,10 @@ impl Secrets {
 
     async fn lookup(&self, r: &SecretRef) -> Result<String, SecretError> {
         let name = r.provider.as_deref().unwrap_or("env");
-        let provider = self.providers.get(name).ok_or_else(|| SecretError::UnknownProvider(name.into()))?;
+        let provider = self
+            .providers
+            .get(name)
+            .ok_or_else(|| SecretError::UnknownProvider { provider: name.into(), key: r.keys.join("/") })?;
         let key = r.keys.join(provider.delimiter());
         let not_found = || SecretError::NotFound { provider: name.into(), key: key.clone() };
         match provider {
@@ -200,7 +203,7 @@ mod tests {
         assert_eq!(s.resolve("pw={{secret_from \"prop\" \"db\" \"password\"}};").await.unwrap(), "pw=hunter2;");
         assert_eq!(s.resolve("{{secret \"file_t\" \"api.key\"}}").await.unwrap(), "k-123");
         let err = s.resolve("{{secret \"vault_x\" \"K\"}}").await.unwrap_err();
-        assert_eq!(err, SecretError::UnknownProvider("vault_x".into()));
+        assert_eq!(err, SecretError::UnknownProvider { provider: "vault_x".into(), key: "K".into() });
         let err = s.resolve("{{secret \"prop\" \"nope\"}}").await.unwrap_err();
         assert_eq!(err.to_string(), "secret nope not found in provider prop");
     }

@@ -115,7 +115,15 @@ async fn reload(
     Query(q): Query<ReloadQuery>,
 ) -> Result<Json<ReloadResponse>, AppError> {
     let outcome = s.apps.reload(&q.path, q.branch, q.commit, (q.promote, q.dry_run)).await?;
-    Ok(Json(ReloadResponse { app: outcome.app, built: outcome.built, promoted: outcome.promoted, dry_run: q.dry_run }))
+    Ok(Json(ReloadResponse {
+        app: outcome.app,
+        built: outcome.built,
+        promoted: outcome.promoted,
+        dry_run: q.dry_run,
+        version: outcome.version,
+        git_commit: outcome.git_commit,
+        image: outcome.image,
+    }))
 }
 
 fn change(o: ChangeOutcome, dry_run: bool, from_version: Option<i64>) -> Json<ChangeResponse> {

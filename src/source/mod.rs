@@ -129,7 +129,13 @@ async fn git(args: &[&str], cwd: Option<&Path>) -> anyhow::Result<String> {
     let out = cmd.output().await.context("cannot run git: is it installed?")?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let line = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+        // git's first `fatal:`/`error:` line says what went wrong; later lines are advice.
+        let line = err
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("fatal:") || l.starts_with("error:"))
+            .or_else(|| err.lines().map(str::trim).find(|l| !l.is_empty()))
+            .unwrap_or("");
         bail!("git {} failed: {line}", args.first().unwrap_or(&""));
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())

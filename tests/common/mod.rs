@@ -648,3 +648,472 @@ pub async fn h2_get(port: u16, host: &str, path: &str) -> Result<H2Result, Strin
     let body = resp.into_body().collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
     Ok(H2Result { alpn, version, status, body: String::from_utf8_lossy(&body).into_owned() })
 }
+
+// ---------------------------------------------------------------------------
+// Additions for the build / spec / git end-to-end tests (e2e_build, e2e_specs,
+// e2e_git).
+// ---------------------------------------------------------------------------
+
+impl Berth {
+    /// Like [`Berth::start_with`], with extra environment variables for the server process
+    /// (e.g. `GIT_CONFIG_GLOBAL` so its `git` uses an `insteadOf` rewrite).
+    pub fn start_with_env(container_extra: &str, env: &[(&str, &str)]) -> Berth {
+        let mut b = Self::configure(container_extra);
+        b.start_server_with_env(env);
+        b
+    }
+
+    /// Like [`Berth::start_server`], with extra environment variables for the server process.
+    pub fn start_server_with_env(&mut self, env: &[(&str, &str)]) {
+        assert!(self.child.is_none(), "server already running");
+        let log = OpenOptions::new().create(true).append(true).open(self.log_path()).expect("open server.log");
+        let log2 = log.try_clone().expect("clone log fd");
+        let mut cmd = Command::new(BERTH);
+        cmd.args(["server", "start"])
+            .env("BERTH_HOME", &self.home_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2));
+        if let Ok(filter) = std::env::var("BERTH_TEST_LOG") {
+            cmd.env("BERTH_LOG", &filter).env("RUST_LOG", &filter);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn berth server start"));
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
+                self.child = None;
+                panic!("berth server start exited early with {status}\n{}", self.diag());
+            }
+            let out = self.cli(&["app", "list"]);
+            if out.ok() {
+                break;
+            }
+            if start.elapsed() > READY_TIMEOUT {
+                panic!("server not ready after {READY_TIMEOUT:?}: last `berth app list`: {out}\n{}", self.diag());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.instance_id = fs::read_to_string(self.home_path.join("instance_id"))
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty());
+    }
+
+    /// `berth app logs --build APP_PATH` (not asserted).
+    pub fn build_log(&self, app_path: &str) -> CmdOut {
+        self.cli(&["app", "logs", "--build", app_path])
+    }
+
+    /// The `image` of the app at `app_path` from `app list --format json`.
+    #[track_caller]
+    pub fn app_image(&self, app_path: &str) -> String {
+        json_str(&self.app(app_path)["image"])
+    }
+
+    /// Entries (recursively: files and folders) under `$BERTH_HOME/sources`.
+    pub fn source_entries(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            if let Ok(rd) = fs::read_dir(dir) {
+                for e in rd.flatten() {
+                    out.push(e.path());
+                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        walk(&e.path(), out);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.home_path.join("sources"), &mut out);
+        out
+    }
+
+    /// How many times the server log says a build of `image` started.
+    pub fn builds_logged(&self, image: &str) -> usize {
+        let needle = format!("building {image} ");
+        self.log().lines().filter(|l| l.contains(&needle)).count()
+    }
+}
+
+/// The sample app folder of a built-in spec (`tests/fixtures/apps/<spec>`).
+pub fn fixture_app(spec: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/apps").join(spec)
+}
+
+/// Copies a folder recursively (files only; no symlinks expected).
+pub fn copy_dir(src: &Path, dst: &Path) {
+    fs::create_dir_all(dst).unwrap_or_else(|e| panic!("mkdir {}: {e}", dst.display()));
+    for e in fs::read_dir(src).unwrap_or_else(|e| panic!("read_dir {}: {e}", src.display())) {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            fs::copy(e.path(), &to).unwrap_or_else(|err| panic!("copy {}: {err}", e.path().display()));
+        }
+    }
+}
+
+/// A short random-ish hex string (time + pid + counter), for unique names and markers.
+pub fn nonce() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let t = unix_now();
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    format!("{:x}{:05x}{:x}", t.as_micros() & 0xffff_ffff, std::process::id() & 0xfffff, n)
+}
+
+/// A copy of the `container` fixture in a fresh temp dir whose marker is `marker` instead of
+/// `berth-fixture-container` (so its image is unique to the test).
+pub fn container_app_with_marker(marker: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("berth-e2e-src-").tempdir().expect("temp source dir");
+    copy_dir(&fixture_app("container"), dir.path());
+    set_container_marker(dir.path(), marker);
+    dir
+}
+
+/// Rewrites the marker of a copy of the `container` fixture in `dir`.
+pub fn set_container_marker(dir: &Path, marker: &str) {
+    let server = dir.join("server.py");
+    let text = fs::read_to_string(&server).expect("read server.py");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("MARKER = "))
+        .expect("the container fixture's server.py has a `MARKER = ` line")
+        .to_string();
+    let text = text.replace(&line, &format!("MARKER = \"{marker}\""));
+    fs::write(&server, text).expect("write server.py");
+}
+
+/// Runs `git` in `dir` with a fixed identity; panics on failure; returns trimmed stdout.
+#[track_caller]
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = run(Command::new("git")
+        .args([
+            "-c",
+            "user.name=berth-test",
+            "-c",
+            "user.email=berth-test@example.invalid",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null"));
+    assert!(out.ok(), "git {args:?} in {} failed: {out}", dir.display());
+    out.stdout.trim().to_string()
+}
+
+/// `docker image inspect -f {{.Id}} NAME`, or `None` when the image does not exist.
+pub fn image_id(name: &str) -> Option<String> {
+    let out = docker(&["image", "inspect", "-f", "{{.Id}}", name]);
+    out.ok().then(|| out.stdout.trim().to_string())
+}
+
+/// Removes the named images when dropped (not forced: images still in use stay).
+pub struct ImageCleanup(pub Vec<String>);
+
+impl ImageCleanup {
+    pub fn add(&mut self, image: impl Into<String>) {
+        let image = image.into();
+        if !image.is_empty() && !self.0.contains(&image) {
+            self.0.push(image);
+        }
+    }
+}
+
+impl Drop for ImageCleanup {
+    fn drop(&mut self) {
+        for i in &self.0 {
+            let _ = docker(&["rmi", i]);
+        }
+    }
+}
+
+/// A status and text body.
+#[derive(Debug, Clone)]
+pub struct Got {
+    pub status: u16,
+    pub body: String,
+    pub content_type: String,
+    pub took: Duration,
+}
+
+/// GET `url` with optional extra headers; `Err` on a transport error.
+pub async fn get(client: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> Result<Got, String> {
+    let start = Instant::now();
+    let mut req = client.get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.map_err(|e| format!("GET {url}: {e:?}"))?;
+    let status = resp.status().as_u16();
+    let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let body = resp.text().await.map_err(|e| format!("GET {url}: body: {e:?}"))?;
+    Ok(Got { status, body, content_type, took: start.elapsed() })
+}
+
+/// A client like [`client_for`] with a longer overall timeout (for first requests that build).
+pub fn slow_client(hosts: &[&str], timeout: Duration) -> reqwest::Client {
+    let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut b = reqwest::Client::builder()
+        .no_proxy()
+        .danger_accept_invalid_certs(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .resolve("localhost", lo);
+    for h in hosts {
+        b = b.resolve(h, lo);
+    }
+    b.build().expect("build reqwest client")
+}
+
+/// GETs `url` until it answers 200 with a body containing `marker`, retrying on 503 (still
+/// starting) and transport errors, up to `timeout`. Any other status ends the wait at once.
+/// Returns the last answer (or the last error).
+pub async fn get_until_marker(
+    client: &reqwest::Client,
+    url: &str,
+    marker: &str,
+    timeout: Duration,
+) -> Result<Got, String> {
+    let start = Instant::now();
+    loop {
+        let r = get(client, url, &[]).await;
+        match &r {
+            Ok(g) if g.status == 200 && g.body.contains(marker) => return r,
+            Ok(g) if g.status != 503 && g.status != 200 => return r,
+            _ => {}
+        }
+        if start.elapsed() > timeout {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+impl Berth {
+    /// Runs the berth CLI against this home from the working folder `cwd`.
+    pub fn cli_in(&self, cwd: &Path, args: &[&str]) -> CmdOut {
+        run(Command::new(BERTH)
+            .args(args)
+            .current_dir(cwd)
+            .env("BERTH_HOME", &self.home_path)
+            .env_remove("RUST_LOG")
+            .env_remove("BERTH_LOG"))
+    }
+}
+
+/// `docker inspect -f {{.Image}} CONTAINER` (the image id a container runs).
+pub fn container_image_id(container: &str) -> Option<String> {
+    let out = docker(&["inspect", "-f", "{{.Image}}", container]);
+    out.ok().then(|| out.stdout.trim().to_string())
+}
+
+// ---- staged-config helpers ----
+// Used by e2e_staged.rs and e2e_secrets.rs (stage/prod variants, versions, params, secrets).
+
+impl Berth {
+    /// Containers (id, state) of one variant (`prod` or `stage`) of an app, selected by the
+    /// labels `berth.app.id`, `berth.instance` and `berth.variant`.
+    pub fn containers_of_variant(&self, app_id: &str, variant: &str) -> Vec<(String, String)> {
+        let mut filters = self.app_filters(app_id);
+        filters.push("--filter".into());
+        filters.push(format!("label=berth.variant={variant}"));
+        let mut args: Vec<&str> = vec!["ps", "-a", "--no-trunc"];
+        args.extend(filters.iter().map(String::as_str));
+        args.extend(["--format", "{{.ID}} {{.State}}"]);
+        let out = docker(&args);
+        assert!(out.ok(), "docker ps failed: {out}");
+        out.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let (id, st) = l.trim().split_once(' ').unwrap_or((l.trim(), ""));
+                (id.to_string(), st.to_string())
+            })
+            .collect()
+    }
+
+    /// The ids of the running containers of one variant (`prod` or `stage`) of an app.
+    pub fn running_variant(&self, app_id: &str, variant: &str) -> Vec<String> {
+        self.containers_of_variant(app_id, variant)
+            .into_iter()
+            .filter(|(_, s)| s == "running")
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// The single running container of one variant of an app (fails the test otherwise).
+    #[track_caller]
+    pub fn single_running_variant(&self, app_id: &str, variant: &str) -> String {
+        let r = self.running_variant(app_id, variant);
+        if r.len() != 1 {
+            let all = self.containers_of_variant(app_id, variant);
+            self.fail(format!("expected exactly one running {variant} container for app {app_id}, found {all:?}"));
+        }
+        r[0].clone()
+    }
+
+    /// `berth version list -f json APP_PATH`, raw stdout (asserts exit 0).
+    #[track_caller]
+    pub fn version_list_raw(&self, app_path: &str) -> String {
+        self.cli_ok(&["version", "list", "-f", "json", app_path]).stdout
+    }
+
+    /// `berth version list -f json APP_PATH`, parsed; asserts it is an array.
+    #[track_caller]
+    pub fn version_list(&self, app_path: &str) -> Vec<Value> {
+        let raw = self.version_list_raw(app_path);
+        match serde_json::from_str::<Value>(&raw) {
+            Ok(Value::Array(a)) => a,
+            other => self.fail(format!("version list -f json is not a JSON array: {other:?}\nraw: {raw}")),
+        }
+    }
+
+    /// The version numbers marked `prod: true` / `stage: true` in `version list -f json`.
+    #[track_caller]
+    pub fn prod_and_stage_versions(&self, app_path: &str) -> (Vec<i64>, Vec<i64>) {
+        let vs = self.version_list(app_path);
+        let pick = |key: &str| -> Vec<i64> {
+            vs.iter().filter(|v| v[key] == Value::Bool(true)).filter_map(|v| v["version"].as_i64()).collect()
+        };
+        (pick("prod"), pick("stage"))
+    }
+
+    /// `berth param list APP_PATH` stdout (asserts exit 0).
+    #[track_caller]
+    pub fn param_list(&self, app_path: &str) -> String {
+        self.cli_ok(&["param", "list", app_path]).stdout
+    }
+}
+
+/// `docker inspect -f FORMAT CONTAINER`, trimmed (panics if the container is gone).
+#[track_caller]
+pub fn inspect(container: &str, format: &str) -> String {
+    let out = docker(&["inspect", "-f", format, container]);
+    assert!(out.ok(), "docker inspect -f {format} {container} failed: {out}");
+    out.stdout.trim().to_string()
+}
+
+/// Parses the `K=V` lines of an env listing (the fasthtml fixture's `/env`, or `env` output),
+/// tolerating HTML tags around or between the lines.
+pub fn parse_env_listing(body: &str) -> std::collections::BTreeMap<String, String> {
+    let mut text = String::with_capacity(body.len());
+    let mut in_tag = false;
+    for ch in body.chars() {
+        match ch {
+            '<' => {
+                in_tag = true;
+                text.push('\n');
+            }
+            '>' if in_tag => in_tag = false,
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some((k, v)) = line.split_once('=') {
+            let key_ok = !k.is_empty()
+                && k.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                && !k.starts_with(|c: char| c.is_ascii_digit());
+            if key_ok {
+                out.insert(k.to_string(), v.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// GETs `url` until it answers something other than 503 (still starting) or a transport
+/// error, up to `timeout`; returns that first real answer (or the last error).
+pub async fn get_settled(client: &reqwest::Client, url: &str, timeout: Duration) -> Result<Got, String> {
+    let start = Instant::now();
+    loop {
+        let r = get(client, url, &[]).await;
+        match &r {
+            Ok(g) if g.status != 503 => return r,
+            _ => {}
+        }
+        if start.elapsed() > timeout {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// A random lowercase hex string of `n` bytes (from /dev/urandom), for secret values.
+pub fn random_hex(n: usize) -> String {
+    use std::io::Read;
+    let mut buf = vec![0u8; n];
+    File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf)).expect("read /dev/urandom");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Files (recursively) under `dir` whose raw bytes contain `needle`.
+pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    fn walk(dir: &Path, needle: &[u8], out: &mut Vec<PathBuf>) {
+        let Ok(rd) = fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                walk(&p, needle, out);
+            } else if ft.is_file() {
+                if let Ok(bytes) = fs::read(&p) {
+                    if bytes.windows(needle.len()).any(|w| w == needle) {
+                        out.push(p);
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if !needle.is_empty() {
+        walk(dir, needle, &mut out);
+    }
+    out
+}
+// ---- end of staged-config helpers ----
+
+impl Berth {
+    /// Containers (id, name, state) of an app whose name contains `-<variant>-` (`prod` or
+    /// `stage`), from `docker ps -a`.
+    pub fn variant_containers(&self, app_id: &str, variant: &str) -> Vec<(String, String, String)> {
+        let filters = self.app_filters(app_id);
+        let mut args: Vec<&str> = vec!["ps", "-a", "--no-trunc"];
+        args.extend(filters.iter().map(String::as_str));
+        args.extend(["--format", "{{.ID}} {{.Names}} {{.State}}"]);
+        let out = docker(&args);
+        assert!(out.ok(), "docker ps failed: {out}");
+        let needle = format!("-{variant}-");
+        out.stdout
+            .lines()
+            .filter_map(|l| {
+                let mut it = l.split_whitespace();
+                Some((it.next()?.to_string(), it.next()?.to_string(), it.next().unwrap_or("").to_string()))
+            })
+            .filter(|(_, name, _)| name.contains(&needle))
+            .collect()
+    }
+}
+
+/// The image name a container was created from (`docker inspect -f {{.Config.Image}}`).
+pub fn container_image_name(container: &str) -> Option<String> {
+    let out = docker(&["inspect", "-f", "{{.Config.Image}}", container]);
+    out.ok().then(|| out.stdout.trim().to_string())
+}
+
+/// The app path of an app's stage: `<path>_cl_stage` (`/_cl_stage` for an app at `/`).
+pub fn stage_path(path: &str) -> String {
+    if path == "/" {
+        "/_cl_stage".to_string()
+    } else {
+        format!("{path}_cl_stage")
+    }
+}
