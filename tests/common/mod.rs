@@ -199,40 +199,7 @@ impl Berth {
 
     /// Spawns `berth server start` and waits until `berth app list` succeeds.
     pub fn start_server(&mut self) {
-        assert!(self.child.is_none(), "server already running");
-        let log = OpenOptions::new().create(true).append(true).open(self.log_path()).expect("open server.log");
-        let log2 = log.try_clone().expect("clone log fd");
-        let mut cmd = Command::new(BERTH);
-        cmd.args(["server", "start"])
-            .env("BERTH_HOME", &self.home_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log2));
-        // Optional log filter override for debugging, e.g. BERTH_TEST_LOG=debug.
-        if let Ok(filter) = std::env::var("BERTH_TEST_LOG") {
-            cmd.env("BERTH_LOG", &filter).env("RUST_LOG", &filter);
-        }
-        let child = cmd.spawn().expect("spawn berth server start");
-        self.child = Some(child);
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
-                self.child = None;
-                panic!("berth server start exited early with {status}\n{}", self.diag());
-            }
-            let out = self.cli(&["app", "list"]);
-            if out.ok() {
-                break;
-            }
-            if start.elapsed() > READY_TIMEOUT {
-                panic!("server not ready after {READY_TIMEOUT:?}: last `berth app list`: {out}\n{}", self.diag());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.instance_id = fs::read_to_string(self.home_path.join("instance_id"))
-            .ok()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty());
+        self.start_server_with_env(&[]);
     }
 
     /// The instance id the server wrote to `$BERTH_HOME/instance_id`.
