@@ -46,14 +46,15 @@ assemble() {
   cp -r "$src/." "$ctx/"
 }
 assemble
-DOCKER_BUILDKIT=0 docker build -q -t berth-bench-docker-build "$ctx" >/dev/null
+cf=Containerfile; [ -f "$ctx/$cf" ] || cf=Dockerfile
+DOCKER_BUILDKIT=0 docker build -q -t berth-bench-docker-build -f "$ctx/$cf" "$ctx" >/dev/null
 
 now_ms() { date +%s%3N; }
 berth_ms=(); docker_ms=()
 for i in $(seq "$ROUNDS"); do
   echo "# round $i $(date +%s%N)" >> "$src/app.py"
   assemble
-  t0=$(now_ms); DOCKER_BUILDKIT=0 docker build -q -t berth-bench-docker-build "$ctx" >/dev/null; t1=$(now_ms)
+  t0=$(now_ms); DOCKER_BUILDKIT=0 docker build -q -t berth-bench-docker-build -f "$ctx/$cf" "$ctx" >/dev/null 2>&1; t1=$(now_ms)
   docker_ms+=($((t1 - t0)))
   echo "# round $i berth $(date +%s%N)" >> "$src/app.py"
   t0=$(now_ms); "$BERTH" app reload /bench >/dev/null; t1=$(now_ms)

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::plan::{self, BuildPlan};
-use crate::engine::{self, Engine};
+use crate::engine::Engine;
 use crate::secrets::Secrets;
 
 /// Lines of build output kept for the 502 body of a failed build.
@@ -17,7 +17,6 @@ const TAIL_LINES: usize = 30;
 
 pub struct Builder {
     engine: Engine,
-    instance: String,
     logs_dir: PathBuf,
     timeout: Duration,
     secrets: Arc<Secrets>,
@@ -25,14 +24,8 @@ pub struct Builder {
 }
 
 impl Builder {
-    pub fn new(
-        engine: Engine,
-        instance: String,
-        logs_dir: PathBuf,
-        timeout: Duration,
-        secrets: Arc<Secrets>,
-    ) -> Builder {
-        Builder { engine, instance, logs_dir, timeout, secrets, locks: Mutex::new(HashMap::new()) }
+    pub fn new(engine: Engine, logs_dir: PathBuf, timeout: Duration, secrets: Arc<Secrets>) -> Builder {
+        Builder { engine, logs_dir, timeout, secrets, locks: Mutex::new(HashMap::new()) }
     }
 
     pub fn log_file(&self, app_id: &str) -> PathBuf {
@@ -73,17 +66,13 @@ impl Builder {
             let _ = writeln!(log, "build args: {}", args.join(" "));
         }
         let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
-        let labels = HashMap::from([
-            (engine::LABEL_MANAGED.to_string(), "true".to_string()),
-            (engine::LABEL_INSTANCE.to_string(), self.instance.clone()),
-        ]);
         // Build args may hold secrets: resolved now, for this build only.
         let pairs: Vec<(String, String)> = plan.build_args.clone().into_iter().collect();
         let args: HashMap<String, String> = self.secrets.resolve_all(&pairs).await?.into_iter().collect();
         let started = std::time::Instant::now();
         let result = self
             .engine
-            .build(tar, &plan.image, &containerfile, &args, &labels, |line| {
+            .build(tar, &plan.image, &containerfile, &args, |line| {
                 tracing::info!(target: "berth::build", app = %app_id, "{line}");
                 let _ = writeln!(log, "{line}");
                 if tail.len() == TAIL_LINES {

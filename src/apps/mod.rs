@@ -234,7 +234,6 @@ impl Apps {
         let secrets = Arc::new(Secrets::from_config(&config.secret)?);
         let builder = Arc::new(Builder::new(
             engine.clone(),
-            instance.clone(),
             home.root.join("logs"),
             std::time::Duration::from_secs(config.container.build_timeout_secs),
             secrets.clone(),

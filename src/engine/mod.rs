@@ -148,14 +148,14 @@ impl Engine {
         tag: &str,
         containerfile: &str,
         build_args: &HashMap<String, String>,
-        labels: &HashMap<String, String>,
         mut on_line: impl FnMut(&str),
     ) -> Result<(), EngineError> {
         let opts = BuildImageOptions {
             dockerfile: containerfile.to_string(),
             t: tag.to_string(),
             buildargs: build_args.clone(),
-            labels: labels.clone(),
+            // No `labels`: the classic builder adds them as an extra LABEL step (a container
+            // commit, ~0.2 s). Images are found by their content-hash names instead.
             rm: true,
             forcerm: true,
             ..Default::default()
