@@ -128,8 +128,8 @@ pub enum MetadataCommand {
 pub struct MetadataArgs {
     #[command(flatten)]
     flags: StagedFlags,
-    /// Entries, then the app's `[domain:]/path` last.
-    #[arg(num_args = 2.., required = true, value_name = "ENTRY... APP_PATH")]
+    /// One or more KEY[=VALUE] entries, then the app's `[domain:]/path` last.
+    #[arg(num_args = 2.., required = true, value_name = "ARG")]
     args: Vec<String>,
 }
 

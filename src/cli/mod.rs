@@ -17,9 +17,11 @@ use crate::config::Home;
 #[command(
     name = "berth",
     version,
-    about = "A self-hosted app server: runs container apps on demand behind HTTPS and stops them when idle",
-    long_about = "berth runs apps from container images (and URLs to proxy) behind one HTTPS endpoint. \
-                  A container starts on its app's first request and stops after it has been idle.\n\n\
+    about = "A self-hosted app server: builds apps from source, runs them on demand behind HTTPS, stops them when idle",
+    long_about = "berth builds apps from their source (a folder or a git URL) with a spec, or runs a \
+                  container image or proxies a URL, behind one HTTPS endpoint. A container starts on \
+                  its app's first request and stops after it has been idle. Config changes land on \
+                  the app's stage (<path>_cl_stage) and reach prod with `berth app promote`.\n\n\
                   Home folder: $BERTH_HOME (default ~/.berth) with berth.toml, the database, certificates \
                   and run/berth.sock, the admin socket every command talks to."
 )]
@@ -30,7 +32,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create, list, delete apps and read their logs.
+    /// Create, list, reload, promote and delete apps; stage metadata changes; read logs.
     #[command(subcommand)]
     App(app::AppCommand),
     /// Start or stop the server.
@@ -64,9 +66,17 @@ pub fn main() -> i32 {
                 let _ = e.print();
                 return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { 1 } else { 0 };
             }
+            // clap's message spans lines (the error, then what is missing, then usage): keep
+            // what comes before the usage, on one line.
             let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
-            eprintln!("error: {first} (see --help)");
+            let message: Vec<&str> = rendered
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:"))
+                .filter(|l| !l.is_empty())
+                .collect();
+            let message = message.join(" ");
+            eprintln!("error: {} (see --help)", message.trim_start_matches("error: "));
             return 1;
         }
     };
