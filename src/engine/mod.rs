@@ -26,7 +26,7 @@ pub const LABEL_VARIANT: &str = "berth.variant";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("cannot reach the container engine at {endpoint}: {source}")]
+    #[error("cannot reach the container engine at {endpoint}")]
     Connect { endpoint: String, source: bollard::errors::Error },
     #[error("image {image} is not present and pulling it failed: {message}")]
     Pull { image: String, message: String },
