@@ -366,20 +366,7 @@ impl Berth {
 
     /// Containers (id, state) of an app, from `docker ps -a`.
     pub fn containers(&self, app_id: &str) -> Vec<(String, String)> {
-        let filters = self.app_filters(app_id);
-        let mut args: Vec<&str> = vec!["ps", "-a", "--no-trunc"];
-        args.extend(filters.iter().map(String::as_str));
-        args.extend(["--format", "{{.ID}} {{.State}}"]);
-        let out = docker(&args);
-        assert!(out.ok(), "docker ps failed: {out}");
-        out.stdout
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                let (id, st) = l.trim().split_once(' ').unwrap_or((l.trim(), ""));
-                (id.to_string(), st.to_string())
-            })
-            .collect()
+        docker_ps(&self.app_filters(app_id))
     }
 
     /// The single container of an app (asserts there is exactly one).
@@ -416,6 +403,23 @@ impl Berth {
     pub fn client(&self, hosts: &[&str]) -> reqwest::Client {
         client_for(hosts)
     }
+}
+
+/// `docker ps -a` with the given `--filter` arguments: (id, state) of each container.
+fn docker_ps(filters: &[String]) -> Vec<(String, String)> {
+    let mut args: Vec<&str> = vec!["ps", "-a", "--no-trunc"];
+    args.extend(filters.iter().map(String::as_str));
+    args.extend(["--format", "{{.ID}} {{.State}}"]);
+    let out = docker(&args);
+    assert!(out.ok(), "docker ps failed: {out}");
+    out.stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (id, st) = l.trim().split_once(' ').unwrap_or((l.trim(), ""));
+            (id.to_string(), st.to_string())
+        })
+        .collect()
 }
 
 /// See [`Berth::client`].
@@ -890,19 +894,7 @@ impl Berth {
         let mut filters = self.app_filters(app_id);
         filters.push("--filter".into());
         filters.push(format!("label=berth.variant={variant}"));
-        let mut args: Vec<&str> = vec!["ps", "-a", "--no-trunc"];
-        args.extend(filters.iter().map(String::as_str));
-        args.extend(["--format", "{{.ID}} {{.State}}"]);
-        let out = docker(&args);
-        assert!(out.ok(), "docker ps failed: {out}");
-        out.stdout
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                let (id, st) = l.trim().split_once(' ').unwrap_or((l.trim(), ""));
-                (id.to_string(), st.to_string())
-            })
-            .collect()
+        docker_ps(&filters)
     }
 
     /// The ids of the running containers of one variant (`prod` or `stage`) of an app.
