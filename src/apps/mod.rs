@@ -17,7 +17,7 @@ pub mod runtime;
 pub mod settings;
 mod staged;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use arc_swap::ArcSwap;
@@ -32,7 +32,7 @@ use crate::engine::{self, Engine, EngineError};
 use crate::routing::RouteTable;
 use crate::secrets::Secrets;
 use crate::specs::{Catalog, UrlPlan};
-use crate::store::{AppRecord, Store, Version};
+use crate::store::{AppConfig, AppRecord, Store};
 use builder::Builder;
 use plan::Backend;
 use runtime::ContainerRuntime;
@@ -55,13 +55,12 @@ impl Variant {
     }
 }
 
-/// One variant of an app as it is served: where, which version, and by what.
+/// One variant of an app as it is served: where, and by what (built from one configuration).
 pub struct Deployment {
     pub app_id: String,
     pub spec: String,
     pub variant: Variant,
     pub path: AppPath,
-    pub version: Version,
     pub backend: AppBackend,
 }
 
@@ -275,28 +274,24 @@ impl Apps {
         self.routes.load()
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
     }
 
     fn assemble(&self, record: AppRecord) -> Result<Arc<App>, AppError> {
-        let prod = self.deploy(&record, Variant::Prod, record.prod.clone())?;
-        let stage = self.deploy(&record, Variant::Stage, record.stage.clone())?;
+        let prod = self.deploy(&record, Variant::Prod, &record.prod.config)?;
+        let stage = self.deploy(&record, Variant::Stage, &record.stage.config)?;
         Ok(Arc::new(App { record, prod, stage }))
     }
 
-    /// What serves `version` of an app as `variant`; nothing runs until its first request.
-    fn deploy(&self, record: &AppRecord, variant: Variant, version: Version) -> Result<Arc<Deployment>, AppError> {
+    /// What serves configuration `cfg` of an app as `variant`; nothing runs until its first
+    /// request. Checks the whole configuration (spec, params, options, settings).
+    fn deploy(&self, record: &AppRecord, variant: Variant, cfg: &AppConfig) -> Result<Arc<Deployment>, AppError> {
         let spec = self.catalog.lookup(Some(&record.spec)).map_err(|e| AppError::BadRequest(e.to_string()))?;
         let path = match variant {
             Variant::Prod => record.path.clone(),
             Variant::Stage => record.path.stage(),
         };
-        let cfg = &version.config;
         let backend = match plan::backend(&spec, &path, cfg, self.config.container.allow_host_access)
             .map_err(AppError::BadRequest)?
         {
@@ -317,14 +312,7 @@ impl Apps {
                 ))
             }
         };
-        Ok(Arc::new(Deployment {
-            app_id: record.id.clone(),
-            spec: record.spec.clone(),
-            variant,
-            path,
-            version,
-            backend,
-        }))
+        Ok(Arc::new(Deployment { app_id: record.id.clone(), spec: record.spec.clone(), variant, path, backend }))
     }
 
     fn spawn_reaper(&self, deployment: &Arc<Deployment>) {
@@ -463,34 +451,6 @@ impl Apps {
         self.tasks.close();
         self.tasks.wait().await;
     }
-}
-
-/// `K=V` entries (split on the first `=`) into a map; used by the CLI for `--param`, `--conf`
-/// and `--carg`.
-pub fn parse_kv(entries: &[String], what: &str) -> Result<BTreeMap<String, String>, String> {
-    let mut map = BTreeMap::new();
-    for e in entries {
-        match e.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => {
-                map.insert(k.trim().to_string(), v.to_string());
-            }
-            _ => return Err(format!("invalid {what} format: {e} (expected KEY=VALUE)")),
-        }
-    }
-    Ok(map)
-}
-
-/// `K[=V]` entries for `--copt`: a bare key is a flag with an empty value.
-pub fn parse_options(entries: &[String]) -> Result<BTreeMap<String, String>, String> {
-    let mut map = BTreeMap::new();
-    for e in entries {
-        let (k, v) = e.split_once('=').unwrap_or((e, ""));
-        if k.trim().is_empty() {
-            return Err(format!("invalid container option format: {e} (expected KEY[=VALUE])"));
-        }
-        map.insert(k.trim().to_string(), v.trim().trim_matches(|c| c == '"' || c == '\'').to_string());
-    }
-    Ok(map)
 }
 
 fn remove_dir_logged(dir: &std::path::Path) {

@@ -11,7 +11,7 @@ use crate::api::{AppInfo, VersionInfo};
 use crate::engine;
 use crate::source::SourceSpec;
 use crate::specs::SpecKind;
-use crate::store::{now_secs, AppConfig, Version};
+use crate::store::{AppConfig, Version};
 
 /// One staged change.
 #[derive(Debug, Clone)]
@@ -142,15 +142,13 @@ impl Apps {
         promote: bool,
         dry_run: bool,
     ) -> Result<ChangeOutcome, AppError> {
-        let tentative = Version { number: 0, config: cfg.clone(), reason: reason.into(), created_at: now_secs() };
-        let stage = self.deploy(&app.record, Variant::Stage, tentative)?;
+        let stage = self.deploy(&app.record, Variant::Stage, &cfg)?;
         if dry_run {
             let next = self.store.versions(&app.record.id).await?.last().map(|v| v.number + 1).unwrap_or(1);
             return Ok(ChangeOutcome { app: app.info(), version: next, promoted: promote });
         }
         let number = self.store.add_version(&app.record.id, &cfg, reason, false).await?;
         let version = self.store.version(&app.record.id, number).await?;
-        let stage = self.deploy(&app.record, Variant::Stage, version.clone()).unwrap_or(stage);
         let mut record = app.record.clone();
         record.stage = version;
         let updated = Arc::new(App { record, prod: app.prod.clone(), stage: stage.clone() });
@@ -196,7 +194,7 @@ impl Apps {
     /// start, prod keeps serving what it served.
     async fn switch_prod_locked(&self, app: Arc<App>, version: Version) -> Result<(), AppError> {
         let number = version.number;
-        let prod = self.deploy(&app.record, Variant::Prod, version.clone())?;
+        let prod = self.deploy(&app.record, Variant::Prod, &version.config)?;
         let _starting = prod.runtime().map(|rt| self.apps.mark_starting(rt.container_name()));
         if let Some(rt) = prod.runtime() {
             if let Err(e) = rt.ensure_running(true).await {
@@ -318,8 +316,7 @@ impl Apps {
             let (git_commit, image) = (cfg.source_commit, cfg.image);
             return Ok(ReloadOutcome { app: app.info(), built: false, promoted: promote, version, git_commit, image });
         }
-        let tentative = Version { number: 0, config: cfg.clone(), reason: "reload".into(), created_at: now_secs() };
-        let built = match self.deploy(&app.record, Variant::Stage, tentative) {
+        let built = match self.deploy(&app.record, Variant::Stage, &cfg) {
             Ok(dep) => match dep.runtime() {
                 Some(rt) => rt.build_image().await.map_err(AppError::BadRequest),
                 None => Ok(false),

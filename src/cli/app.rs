@@ -1,5 +1,7 @@
 //! `berth app ...`: create, list, delete and logs.
 
+use std::collections::BTreeMap;
+
 use clap::{Args, Subcommand};
 use http::Method;
 use http_body_util::BodyExt;
@@ -8,7 +10,6 @@ use tokio::io::AsyncWriteExt;
 use super::client::AdminClient;
 use super::output::{self, Format};
 use crate::api::{AppList, ChangeResponse, CreateAppRequest, CreateAppResponse, DeleteResponse, ReloadResponse};
-use crate::apps::{parse_kv, parse_options};
 
 const DRY_RUN_NOTE: &str = "*** dry-run mode, changes have NOT been committed. ***";
 
@@ -332,4 +333,31 @@ fn absolute_source(source: &str) -> anyhow::Result<String> {
     let path = std::path::absolute(&expanded)?;
     anyhow::ensure!(path.exists(), "path does not exist {}", path.display());
     Ok(path.display().to_string())
+}
+
+/// `K=V` entries (split on the first `=`) into a map: `--param`, `--conf`, `--carg`.
+fn parse_kv(entries: &[String], what: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut map = BTreeMap::new();
+    for e in entries {
+        match e.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                map.insert(k.trim().to_string(), v.to_string());
+            }
+            _ => return Err(format!("invalid {what} format: {e} (expected KEY=VALUE)")),
+        }
+    }
+    Ok(map)
+}
+
+/// `K[=V]` entries for `--copt`: a bare key is a flag with an empty value.
+fn parse_options(entries: &[String]) -> Result<BTreeMap<String, String>, String> {
+    let mut map = BTreeMap::new();
+    for e in entries {
+        let (k, v) = e.split_once('=').unwrap_or((e, ""));
+        if k.trim().is_empty() {
+            return Err(format!("invalid container option format: {e} (expected KEY[=VALUE])"));
+        }
+        map.insert(k.trim().to_string(), v.trim().trim_matches(|c| c == '"' || c == '\'').to_string());
+    }
+    Ok(map)
 }
