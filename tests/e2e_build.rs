@@ -154,8 +154,20 @@ async fn reload_after_source_change_builds_new_image_and_retires_old() {
     let c1 = b.single_container(&app_id);
     b.ensure(image_id(&img1).is_some(), format!("{img1} missing after the first start"));
 
-    // Change one file; a plain reload builds the stage version.
+    // Change one file. A dry-run reload fetches and checks it, and changes nothing.
     set_container_marker(src.path(), &m2);
+    let versions_before = b.cli_ok(&["version", "list", app]).stdout;
+    let dry = b.cli_ok(&["app", "reload", "--dry-run", app]);
+    b.ensure(dry.stdout.contains("dry-run mode"), format!("`app reload --dry-run` should say so: {dry}"));
+    b.ensure(
+        b.cli_ok(&["version", "list", app]).stdout == versions_before,
+        "`app reload --dry-run` must not add a version",
+    );
+    b.ensure(
+        b.app(app)["stage_version"] == 1 && b.app_image(app) == img1,
+        format!("`app reload --dry-run` must leave stage and prod as they were: {}", b.app(app)),
+    );
+    // A plain reload builds the stage version.
     let t_reload = Instant::now();
     let out = b.cli_ok(&["app", "reload", app]);
     let reload_took = t_reload.elapsed();
