@@ -24,8 +24,20 @@ pub enum AppPathError {
     Reserved(String),
     #[error("invalid app path {0}: domain {1} is not a valid host name")]
     BadDomain(String, String),
-    #[error("invalid app path {0}: path contains characters that are not allowed")]
+    #[error("invalid app path {0}: path contains characters that are not allowed (allowed: ASCII letters, digits and -._~!$&'()*+,;=@/)")]
     BadChars(String),
+    #[error("invalid app path {0}: path is longer than {MAX_PATH_LEN} bytes")]
+    TooLong(String),
+}
+
+/// The longest app path accepted, in bytes.
+pub const MAX_PATH_LEN: usize = 256;
+
+/// Whether `c` may appear in an app path: the characters a request path carries as they are
+/// (RFC 3986 unreserved and sub-delims, `@`, `/`). Anything else (non-ASCII, `%`, spaces)
+/// reaches berth percent-encoded, so an app at such a path could never be routed to.
+fn allowed_path_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=@/".contains(c)
 }
 
 impl AppPath {
@@ -56,8 +68,11 @@ impl AppPath {
         if !path.starts_with('/') {
             return Err(AppPathError::NoLeadingSlash(input.to_string()));
         }
-        if path.chars().any(|c| c.is_whitespace() || c.is_control() || "?#%".contains(c)) {
+        if !path.chars().all(allowed_path_char) {
             return Err(AppPathError::BadChars(input.to_string()));
+        }
+        if path.len() > MAX_PATH_LEN {
+            return Err(AppPathError::TooLong(input.to_string()));
         }
         for bad in ["/..", "../", "/./", "//"] {
             if path.contains(bad) {
@@ -135,15 +150,15 @@ fn valid_host(host: &str) -> bool {
 /// `""` and `all` match every app. Without a domain part only apps without a domain match.
 #[derive(Debug, Clone)]
 pub struct AppGlob {
-    domain: Option<String>,
-    path: String,
+    domain: Option<PathGlob>,
+    path: PathGlob,
 }
 
 impl AppGlob {
     pub fn parse(input: &str) -> Result<AppGlob, String> {
         let input = input.trim();
         if input.is_empty() || input.eq_ignore_ascii_case("all") {
-            return Ok(AppGlob { domain: Some("*".into()), path: "/**".into() });
+            return Ok(AppGlob { domain: Some(PathGlob::new("*")?), path: PathGlob::new("/**")? });
         }
         let (domain, path) = match input.split_once(':') {
             None => (None, input),
@@ -161,44 +176,77 @@ impl AppGlob {
             p => format!("/{}", p.trim_end_matches('/')),
         };
         let path = if path.is_empty() { "/".to_string() } else { path };
-        Ok(AppGlob { domain, path })
+        Ok(AppGlob { domain: domain.as_deref().map(PathGlob::new).transpose()?, path: PathGlob::new(&path)? })
     }
 
     pub fn matches(&self, app: &AppPath) -> bool {
         let domain_ok = match &self.domain {
             None => app.domain.is_empty(),
-            Some(d) => glob_match(&format!("/{d}"), &format!("/{}", app.domain)),
+            Some(d) => d.matches(&app.domain),
         };
-        domain_ok && glob_match(&self.path, &app.path)
+        domain_ok && self.path.matches(&app.path)
     }
 }
 
-/// Doublestar matching on `/`-separated text: `*` and `?` within a segment, `**` as a whole segment
-/// matches zero or more segments.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let pat: Vec<&str> = pattern.split('/').collect();
-    let txt: Vec<&str> = text.split('/').collect();
-    match_segments(&pat, &txt)
+/// A glob over `/`-separated text, compiled once by `globset` (matching is linear in the
+/// text): `*` and `?` stay within a segment, `**` as a whole segment matches zero or more
+/// segments. Every other character is literal.
+#[derive(Debug, Clone)]
+pub struct PathGlob {
+    /// The pattern; a trailing `/**` also matches the text without it (zero segments).
+    set: globset::GlobSet,
 }
 
-fn match_segments(pat: &[&str], txt: &[&str]) -> bool {
-    match pat.split_first() {
-        None => txt.is_empty(),
-        Some((&"**", rest)) => (0..=txt.len()).any(|skip| match_segments(rest, &txt[skip..])),
-        Some((p, rest)) => match txt.split_first() {
-            Some((t, trest)) => match_segment(p.as_bytes(), t.as_bytes()) && match_segments(rest, trest),
-            None => false,
-        },
+impl PathGlob {
+    pub fn new(pattern: &str) -> Result<PathGlob, String> {
+        let mut builder = globset::GlobSetBuilder::new();
+        let translated = translate(pattern);
+        let mut add = |p: &str| -> Result<(), String> {
+            let glob = globset::GlobBuilder::new(p)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| format!("invalid glob {pattern:?}: {e}"))?;
+            builder.add(glob);
+            Ok(())
+        };
+        add(&translated)?;
+        if let Some(base) = translated.strip_suffix("/**") {
+            add(base)?;
+        }
+        Ok(PathGlob { set: builder.build().map_err(|e| format!("invalid glob {pattern:?}: {e}"))? })
+    }
+
+    pub fn matches(&self, text: &str) -> bool {
+        self.set.is_match(text)
     }
 }
 
-fn match_segment(p: &[u8], t: &[u8]) -> bool {
-    match p.split_first() {
-        None => t.is_empty(),
-        Some((b'*', rest)) => (0..=t.len()).any(|i| match_segment(rest, &t[i..])),
-        Some((b'?', rest)) => !t.is_empty() && match_segment(rest, &t[1..]),
-        Some((c, rest)) => t.first() == Some(c) && match_segment(rest, &t[1..]),
-    }
+/// Today's glob syntax in globset's: `**` only as a whole segment, a run of `*` inside a
+/// segment is one `*`, and globset's other special characters are escaped.
+fn translate(pattern: &str) -> String {
+    let segments: Vec<String> = pattern
+        .split('/')
+        .map(|segment| {
+            if segment == "**" {
+                return segment.to_string();
+            }
+            let mut out = String::with_capacity(segment.len());
+            for c in segment.chars() {
+                match c {
+                    '*' if out.ends_with('*') && !out.ends_with("\\*") => {}
+                    '*' | '?' => out.push(c),
+                    '[' | ']' | '{' | '}' | '\\' | '!' | ',' => {
+                        out.push('\\');
+                        out.push(c);
+                    }
+                    c => out.push(c),
+                }
+            }
+            out
+        })
+        .collect();
+    segments.join("/")
 }
 
 #[cfg(test)]
@@ -262,5 +310,33 @@ mod tests {
         assert!(m("all", "d.localhost:/x/y"));
         assert!(m("", "/x/y"));
         assert!(m("nginx*:**", "nginxapp.localhost:/"));
+        assert!(m("/a/**/b", "/a/b"));
+        assert!(m("/a/**/b", "/a/x/y/b"));
+        assert!(!m("/a/**/b", "/a/x/c"));
+        assert!(m("/a?c", "/abc"));
+        assert!(!m("/a?c", "/a/c"));
+        assert!(m("/a**c", "/abbc"));
+        assert!(!m("/a**c", "/ab/c"), "** inside a segment stays within it");
+        assert!(!m("/{a,b}", "/a"), "braces are literal");
+        assert!(!m("/[ab]", "/a"), "brackets are literal");
+    }
+
+    #[test]
+    fn glob_matching_is_not_exponential() {
+        let glob = AppGlob::parse("/*a*a*a*a*a*a*a*a*a*a*b").unwrap();
+        let long = AppPath { domain: String::new(), path: format!("/{}", "a".repeat(200)) };
+        let started = std::time::Instant::now();
+        assert!(!glob.matches(&long));
+        assert!(started.elapsed() < std::time::Duration::from_millis(500), "took {:?}", started.elapsed());
+    }
+
+    #[test]
+    fn path_chars_and_length() {
+        assert!(matches!(p("/ünï"), Err(AppPathError::BadChars(_))), "non-ASCII paths cannot be routed");
+        assert!(matches!(p("/a%20b"), Err(AppPathError::BadChars(_))));
+        assert!(matches!(p("/a<b"), Err(AppPathError::BadChars(_))));
+        assert!(p("/a-b_c.d~e/f(1)+x@y").is_ok());
+        assert!(p(&format!("/{}", "a".repeat(MAX_PATH_LEN - 1))).is_ok());
+        assert!(matches!(p(&format!("/{}", "a".repeat(MAX_PATH_LEN))), Err(AppPathError::TooLong(_))));
     }
 }

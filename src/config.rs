@@ -73,6 +73,10 @@ pub struct ContainerDefaults {
 pub struct ProxyConfig {
     pub max_idle_per_host: usize,
     pub idle_timeout_secs: u64,
+    /// How long a request waits for the upstream's response headers before it gets 504
+    /// (bodies, server-sent events and WebSockets are not cut). Per app:
+    /// `--conf proxy.response_timeout_secs=N`.
+    pub response_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -127,7 +131,7 @@ impl Default for ContainerDefaults {
 
 impl Default for ProxyConfig {
     fn default() -> Self {
-        ProxyConfig { max_idle_per_host: 250, idle_timeout_secs: 15 }
+        ProxyConfig { max_idle_per_host: 250, idle_timeout_secs: 15, response_timeout_secs: 300 }
     }
 }
 
@@ -213,6 +217,7 @@ mod tests {
         assert_eq!(c.https.host, "0.0.0.0");
         assert_eq!(c.container.idle_shutdown_secs, 180);
         assert_eq!(c.default_domain, "localhost");
+        assert_eq!(c.proxy.response_timeout_secs, 300);
     }
 
     #[test]

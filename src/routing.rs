@@ -56,11 +56,14 @@ impl<T> RouteTable<T> {
     }
 }
 
-/// Lower-cases a Host header value and drops its port and a trailing dot.
+/// Lower-cases a Host header value and drops its port and a trailing dot. An IPv6 address
+/// comes in brackets (`[::1]:8443`); written bare it has no port.
 pub fn normalize_host(host: &str) -> String {
     let host = host.trim();
     let without_port = if let Some(rest) = host.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
+    } else if host.matches(':').count() > 1 {
+        host
     } else {
         match host.rsplit_once(':') {
             Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
@@ -111,5 +114,44 @@ mod tests {
         assert_eq!(normalize_host("Ex.COM.:443"), "ex.com");
         assert_eq!(normalize_host("[::1]:8080"), "::1");
         assert_eq!(normalize_host("a.localhost"), "a.localhost");
+        assert_eq!(normalize_host("::1"), "::1", "a bare IPv6 address has no port to drop");
+        assert_eq!(normalize_host("FE80::1:80"), "fe80::1:80");
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn never_panics(host in "\\PC{0,40}") {
+                let _ = normalize_host(&host);
+                let _ = table().lookup(&host, "/a");
+            }
+
+            #[test]
+            fn ports_case_and_trailing_dot_do_not_matter(
+                name in "[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?(\\.[a-z0-9]{1,8}){0,3}",
+                port in proptest::option::of(any::<u16>()),
+                dot in any::<bool>(),
+                upper in any::<bool>(),
+            ) {
+                let mut host = if upper { name.to_ascii_uppercase() } else { name.clone() };
+                if dot { host.push('.'); }
+                if let Some(port) = port { host = format!("{host}:{port}"); }
+                prop_assert_eq!(normalize_host(&host), name.clone());
+                prop_assert_eq!(normalize_host(&normalize_host(&host)), name);
+            }
+
+            #[test]
+            fn ipv6_in_brackets(ip in any::<std::net::Ipv6Addr>(), port in proptest::option::of(any::<u16>())) {
+                let host = match port {
+                    Some(port) => format!("[{ip}]:{port}"),
+                    None => format!("[{ip}]"),
+                };
+                prop_assert_eq!(normalize_host(&host), ip.to_string());
+                prop_assert_eq!(normalize_host(&ip.to_string()), ip.to_string());
+            }
+        }
     }
 }

@@ -62,6 +62,8 @@ pub struct Deployment {
     pub variant: Variant,
     pub path: AppPath,
     pub backend: AppBackend,
+    /// How long the proxy waits for response headers (`proxy.response_timeout_secs`).
+    pub response_timeout: std::time::Duration,
 }
 
 pub enum AppBackend {
@@ -312,7 +314,16 @@ impl Apps {
                 ))
             }
         };
-        Ok(Arc::new(Deployment { app_id: record.id.clone(), spec: record.spec.clone(), variant, path, backend }))
+        let response_timeout =
+            settings::response_timeout(&self.config.proxy, &cfg.app_config).map_err(AppError::BadRequest)?;
+        Ok(Arc::new(Deployment {
+            app_id: record.id.clone(),
+            spec: record.spec.clone(),
+            variant,
+            path,
+            backend,
+            response_timeout,
+        }))
     }
 
     fn spawn_reaper(&self, deployment: &Arc<Deployment>) {

@@ -1,16 +1,19 @@
-//! Per-app settings (`--conf container.<key>=<value>`), layered over berth.toml's `[container]`
-//! defaults. Pure logic.
+//! Per-app settings (`--conf container.<key>=<value>`, `--conf proxy.<key>=<value>`), layered
+//! over berth.toml's `[container]` and `[proxy]` defaults. Pure logic.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::runtime::RuntimeSettings;
-use crate::config::ContainerDefaults;
+use crate::config::{ContainerDefaults, ProxyConfig};
 use crate::specs::Spec;
 
 /// The keys `--conf` accepts.
 pub const KNOWN_KEYS: &[&str] =
-    &["container.idle_shutdown_secs", "container.health_url", "container.start_timeout_secs"];
+    &["container.idle_shutdown_secs", "container.health_url", "container.start_timeout_secs", RESPONSE_TIMEOUT_KEY];
+
+/// The per-app override of `[proxy] response_timeout_secs`; applies to container and proxy apps.
+pub const RESPONSE_TIMEOUT_KEY: &str = "proxy.response_timeout_secs";
 
 /// Checks `--conf` entries and resolves the runtime settings for one app: the app's own
 /// config, then the spec's health URL, then berth.toml.
@@ -30,19 +33,31 @@ pub fn resolve(
     };
     for (key, value) in app_config {
         let value = value.trim().trim_matches('"');
-        let secs = || {
-            value
-                .parse::<u64>()
-                .map_err(|_| format!("app config {key} must be a whole number of seconds, got {value:?}"))
-        };
         match key.as_str() {
-            "container.idle_shutdown_secs" => s.idle_shutdown = Duration::from_secs(secs()?),
-            "container.start_timeout_secs" => s.start_timeout = Duration::from_secs(secs()?.max(1)),
+            "container.idle_shutdown_secs" => s.idle_shutdown = Duration::from_secs(secs(key, value)?),
+            "container.start_timeout_secs" => s.start_timeout = Duration::from_secs(secs(key, value)?.max(1)),
             "container.health_url" => s.health_url = normalize_health_url(value)?,
+            RESPONSE_TIMEOUT_KEY => {
+                secs(key, value)?;
+            }
             _ => return Err(format!("unknown app config key {key} (known keys: {})", KNOWN_KEYS.join(", "))),
         }
     }
     Ok(s)
+}
+
+/// How long the proxy waits for this app's response headers: the app's own config, then
+/// berth.toml's `[proxy]`. At least one second.
+pub fn response_timeout(defaults: &ProxyConfig, app_config: &BTreeMap<String, String>) -> Result<Duration, String> {
+    let secs = match app_config.get(RESPONSE_TIMEOUT_KEY) {
+        Some(value) => secs(RESPONSE_TIMEOUT_KEY, value.trim().trim_matches('"'))?,
+        None => defaults.response_timeout_secs,
+    };
+    Ok(Duration::from_secs(secs.max(1)))
+}
+
+fn secs(key: &str, value: &str) -> Result<u64, String> {
+    value.parse::<u64>().map_err(|_| format!("app config {key} must be a whole number of seconds, got {value:?}"))
 }
 
 fn normalize_health_url(url: &str) -> Result<String, String> {
@@ -77,5 +92,20 @@ mod tests {
         assert!(resolve(&d, &bad).is_err());
         let unknown = BTreeMap::from([("cors.allow_origin".to_string(), "*".to_string())]);
         assert!(resolve(&d, &unknown).unwrap_err().contains("unknown app config key"));
+    }
+
+    #[test]
+    fn response_timeout_per_app() {
+        let p = ProxyConfig::default();
+        let image = crate::specs::Catalog::load(&[]).unwrap().lookup(Some("image")).unwrap();
+        assert_eq!(response_timeout(&p, &BTreeMap::new()).unwrap(), Duration::from_secs(300));
+        let conf = BTreeMap::from([(RESPONSE_TIMEOUT_KEY.to_string(), "7".to_string())]);
+        assert!(resolve(&ContainerDefaults::default(), &image, &conf).is_ok(), "the key is known to create");
+        assert_eq!(response_timeout(&p, &conf).unwrap(), Duration::from_secs(7));
+        let zero = BTreeMap::from([(RESPONSE_TIMEOUT_KEY.to_string(), "0".to_string())]);
+        assert_eq!(response_timeout(&p, &zero).unwrap(), Duration::from_secs(1));
+        let bad = BTreeMap::from([(RESPONSE_TIMEOUT_KEY.to_string(), "soon".to_string())]);
+        assert!(resolve(&ContainerDefaults::default(), &image, &bad).unwrap_err().contains(RESPONSE_TIMEOUT_KEY));
+        assert!(response_timeout(&p, &bad).is_err());
     }
 }

@@ -2,11 +2,12 @@
 //! `**` across segments, `!` re-includes, the last matching rule wins, and a rule that
 //! matches a folder applies to everything below it. Pure logic.
 
-use crate::app_path::glob_match;
+use crate::app_path::PathGlob;
 
 #[derive(Debug, Clone, Default)]
 pub struct IgnoreRules {
-    rules: Vec<(String, bool)>,
+    /// Each rule compiled once, and whether it re-includes (`!`).
+    rules: Vec<(PathGlob, bool)>,
 }
 
 impl IgnoreRules {
@@ -21,7 +22,16 @@ impl IgnoreRules {
                     None => (false, l),
                 };
                 let pat = clean(pat);
-                (!pat.is_empty()).then_some((pat, negate))
+                if pat.is_empty() {
+                    return None;
+                }
+                match PathGlob::new(&pat) {
+                    Ok(glob) => Some((glob, negate)),
+                    Err(e) => {
+                        tracing::warn!(".dockerignore rule {l:?} skipped: {e}");
+                        None
+                    }
+                }
             })
             .collect();
         IgnoreRules { rules }
@@ -45,7 +55,7 @@ fn clean(pat: &str) -> String {
 }
 
 /// The pattern matches the path itself or one of its parent folders.
-fn matches(pat: &str, path: &str) -> bool {
+fn matches(pat: &PathGlob, path: &str) -> bool {
     let mut prefix_end = 0;
     loop {
         let next = path[prefix_end..].find('/').map(|i| prefix_end + i);
@@ -53,7 +63,7 @@ fn matches(pat: &str, path: &str) -> bool {
             Some(i) => &path[..i],
             None => path,
         };
-        if glob_match(pat, candidate) {
+        if pat.matches(candidate) {
             return true;
         }
         match next {

@@ -1,4 +1,5 @@
-//! Header rules for forwarding: hop-by-hop headers removed, `X-Forwarded-*` added, upgrade
+//! Header rules for forwarding: hop-by-hop headers removed, client-sent forwarding headers
+//! replaced by berth's own (`X-Forwarded-*`, `X-Real-IP`, `Forwarded`), upgrade
 //! detection. Pure functions over `HeaderMap`.
 
 use std::net::IpAddr;
@@ -50,27 +51,62 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Adds `X-Forwarded-For` (appended), `-Proto`, `-Host` and, below the root, `-Prefix`.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &str, host: Option<&HeaderValue>, prefix: &str) {
-    let xff = HeaderName::from_static("x-forwarded-for");
-    let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client}"),
-        _ => client.to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(xff, v);
+/// The forwarding headers a client may send; berth removes them all and sets its own, so an
+/// app never sees a client-chosen address, scheme, host, port or prefix.
+const FORWARDING: &[&str] = &[
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-proto",
+    "x-real-ip",
+];
+
+/// What berth knows about the client side of a request, as forwarding headers tell it.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarding<'a> {
+    pub client: IpAddr,
+    pub https: bool,
+    /// The port the client connected to.
+    pub port: u16,
+    /// The Host the client asked for.
+    pub host: Option<&'a HeaderValue>,
+    /// The app path (`X-Forwarded-Prefix` below the root, none at `/`).
+    pub prefix: &'a str,
+}
+
+/// Replaces every client-sent forwarding header by berth's own: `X-Forwarded-For`,
+/// `X-Real-IP`, `-Proto`, `-Host`, `-Port`, `Forwarded` (RFC 7239) and, below the root, `-Prefix`.
+pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarding) {
+    for name in FORWARDING {
+        headers.remove(*name);
     }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(if proto == "https" { "https" } else { "http" }),
-    );
-    if let Some(host) = host {
+    let proto = if fwd.https { "https" } else { "http" };
+    let client = HeaderValue::from_str(&fwd.client.to_string()).expect("an IP address is a valid header value");
+    headers.insert(HeaderName::from_static("x-forwarded-for"), client.clone());
+    headers.insert(HeaderName::from_static("x-real-ip"), client);
+    headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(proto));
+    headers.insert(HeaderName::from_static("x-forwarded-port"), HeaderValue::from(fwd.port));
+    if let Some(host) = fwd.host {
         headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
     }
-    if prefix != "/" {
-        if let Ok(v) = HeaderValue::from_str(prefix) {
+    if fwd.prefix != "/" {
+        if let Ok(v) = HeaderValue::from_str(fwd.prefix) {
             headers.insert(HeaderName::from_static("x-forwarded-prefix"), v);
         }
+    }
+    let node = match fwd.client {
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("\"[{ip}]\""),
+    };
+    let mut forwarded = format!("for={node};proto={proto}");
+    if let Some(host) = fwd.host.and_then(|h| h.to_str().ok()) {
+        let quoted: String = host.chars().filter(|c| *c != '"' && *c != '\\').collect();
+        forwarded.push_str(&format!(";host=\"{quoted}\""));
+    }
+    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+        headers.insert(header::FORWARDED, v);
     }
 }
 
@@ -110,15 +146,51 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_headers() {
+    fn client_forwarding_headers_are_replaced() {
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        for (name, value) in [
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-forwarded-port", "1"),
+            ("x-forwarded-prefix", "/evil"),
+            ("x-real-ip", "10.0.0.2"),
+            ("forwarded", "for=10.0.0.3"),
+        ] {
+            h.append(name, HeaderValue::from_static(value));
+        }
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.4"));
         let host = HeaderValue::from_static("app.localhost:25223");
-        add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "https", Some(&host), "/app");
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
-        assert_eq!(h["x-forwarded-proto"], "https");
-        assert_eq!(h["x-forwarded-host"], "app.localhost:25223");
-        assert_eq!(h["x-forwarded-prefix"], "/app");
+        let fwd = |prefix| Forwarding {
+            client: "127.0.0.1".parse().unwrap(),
+            https: false,
+            port: 25222,
+            host: Some(&host),
+            prefix,
+        };
+        set_forwarded(&mut h, &fwd("/app"));
+        let all = |h: &HeaderMap, name: &str| {
+            h.get_all(name).iter().map(|v| v.to_str().unwrap().to_string()).collect::<Vec<_>>()
+        };
+        assert_eq!(all(&h, "x-forwarded-for"), ["127.0.0.1"]);
+        assert_eq!(all(&h, "x-real-ip"), ["127.0.0.1"]);
+        assert_eq!(all(&h, "x-forwarded-proto"), ["http"]);
+        assert_eq!(all(&h, "x-forwarded-host"), ["app.localhost:25223"]);
+        assert_eq!(all(&h, "x-forwarded-port"), ["25222"]);
+        assert_eq!(all(&h, "x-forwarded-prefix"), ["/app"]);
+        assert_eq!(all(&h, "forwarded"), ["for=127.0.0.1;proto=http;host=\"app.localhost:25223\""]);
+
+        // At the root a client's prefix is removed, not passed on.
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-prefix", HeaderValue::from_static("/evil"));
+        set_forwarded(&mut h, &fwd("/"));
+        assert!(!h.contains_key("x-forwarded-prefix"));
+
+        let mut h = HeaderMap::new();
+        let v6 = Forwarding { client: "::1".parse().unwrap(), https: true, port: 443, host: None, prefix: "/" };
+        set_forwarded(&mut h, &v6);
+        assert_eq!(h["forwarded"], "for=\"[::1]\";proto=https");
+        assert_eq!(h["x-forwarded-for"], "::1");
     }
 
     #[test]

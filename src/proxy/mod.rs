@@ -4,6 +4,7 @@
 
 pub mod body;
 pub mod headers;
+pub mod path;
 mod upgrade;
 
 use std::net::IpAddr;
@@ -35,10 +36,12 @@ pub struct Target {
     pub app_path: String,
     pub strip_app: bool,
     pub preserve_host: bool,
+    /// How long to wait for the upstream's response headers (not its body).
+    pub response_timeout: Duration,
 }
 
 impl Target {
-    pub fn from_uri(uri: &Uri, app_path: &str, preserve_host: bool) -> Target {
+    pub fn from_uri(uri: &Uri, app_path: &str, preserve_host: bool, response_timeout: Duration) -> Target {
         Target {
             scheme: uri.scheme().cloned().unwrap_or(Scheme::HTTP),
             authority: uri.authority().cloned().expect("checked when the app was created"),
@@ -46,6 +49,7 @@ impl Target {
             app_path: app_path.to_string(),
             strip_app: true,
             preserve_host,
+            response_timeout,
         }
     }
 }
@@ -55,6 +59,29 @@ impl Target {
 pub struct ClientInfo {
     pub ip: IpAddr,
     pub https: bool,
+    /// The local port the client connected to (`X-Forwarded-Port`).
+    pub port: u16,
+}
+
+/// Why a request could not be forwarded; the caller names the app in the answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("invalid request path: {0}")]
+    BadPath(String),
+    #[error("upstream error: {0}")]
+    Upstream(String),
+    #[error("the upstream sent no response headers within {} s (proxy.response_timeout_secs)", .0.as_secs())]
+    Timeout(Duration),
+}
+
+impl ForwardError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ForwardError::BadPath(_) => StatusCode::BAD_REQUEST,
+            ForwardError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ForwardError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -83,14 +110,16 @@ impl Proxy {
 
     /// Forwards `req` to `target`. The guard (if any) lives as long as the response body or
     /// the upgraded tunnel. Dropping the returned future (the client left) cancels the
-    /// upstream request.
+    /// upstream request; so does the response timeout, which bounds only the wait for the
+    /// response headers (a streamed body or a tunnel may last as long as it likes). On every
+    /// error the guard is dropped before this returns, so the app can go idle.
     pub async fn forward(
         &self,
         mut req: Request<Incoming>,
         target: &Target,
         client: ClientInfo,
         guard: Option<ActivityGuard>,
-    ) -> Response<ProxyBody> {
+    ) -> Result<Response<ProxyBody>, ForwardError> {
         let original_host = req
             .headers()
             .get(header::HOST)
@@ -107,7 +136,7 @@ impl Proxy {
             .build()
         {
             Ok(uri) => uri,
-            Err(e) => return error_response(StatusCode::BAD_REQUEST, &format!("invalid request path: {e}")),
+            Err(e) => return Err(ForwardError::BadPath(e.to_string())),
         };
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
@@ -116,12 +145,15 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         let h = &mut parts.headers;
         headers::remove_hop_by_hop(h);
-        headers::add_forwarded(
+        headers::set_forwarded(
             h,
-            client.ip,
-            if client.https { "https" } else { "http" },
-            original_host.as_ref(),
-            &target.app_path,
+            &headers::Forwarding {
+                client: client.ip,
+                https: client.https,
+                port: client.port,
+                host: original_host.as_ref(),
+                prefix: &target.app_path,
+            },
         );
         let host = match (&original_host, target.preserve_host) {
             (Some(orig), true) => orig.clone(),
@@ -133,12 +165,14 @@ impl Proxy {
             h.insert(header::UPGRADE, proto.clone());
         }
 
-        let mut resp = match self.client.request(Request::from_parts(parts, body)).await {
-            Ok(resp) => resp,
-            Err(e) => {
+        let request = self.client.request(Request::from_parts(parts, body));
+        let mut resp = match tokio::time::timeout(target.response_timeout, request).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => {
                 tracing::debug!("upstream {} failed: {e:?}", target.authority);
-                return error_response(StatusCode::BAD_GATEWAY, &format!("upstream error: {}", error_chain(&e)));
+                return Err(ForwardError::Upstream(error_chain(&e)));
             }
+            Err(_) => return Err(ForwardError::Timeout(target.response_timeout)),
         };
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -146,13 +180,13 @@ impl Proxy {
                 let upstream_upgrade = hyper::upgrade::on(&mut resp);
                 tokio::spawn(upgrade::tunnel(client_upgrade, upstream_upgrade, guard));
                 let (parts, _) = resp.into_parts();
-                return Response::from_parts(parts, body::empty());
+                return Ok(Response::from_parts(parts, body::empty()));
             }
         }
 
         let (mut parts, body) = resp.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
-        Response::from_parts(parts, GuardedBody::new(body, guard).boxed())
+        Ok(Response::from_parts(parts, GuardedBody::new(body, guard).boxed()))
     }
 }
 

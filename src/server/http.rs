@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use crate::apps::runtime::StartError;
 use crate::apps::{AppBackend, Apps, Deployment};
 use crate::proxy::body::ProxyBody;
-use crate::proxy::{error_response, ClientInfo, Proxy, Target};
+use crate::proxy::path::PathError;
+use crate::proxy::{self, error_response, ClientInfo, Proxy, Target};
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -36,11 +37,11 @@ impl Frontend {
         routes.lookup(host, path).map(|(app, app_path)| (app.clone(), app_path.to_string()))
     }
 
-    pub async fn handle(&self, req: Request<Incoming>, client: ClientInfo) -> Response<ProxyBody> {
-        let path = req.uri().path().to_string();
-        if path.split('/').any(|seg| seg == "..") {
-            return error_response(StatusCode::BAD_REQUEST, "path must not contain '..' segments");
-        }
+    pub async fn handle(&self, mut req: Request<Incoming>, client: ClientInfo) -> Response<ProxyBody> {
+        let path = match normalize_request_path(&mut req) {
+            Ok(path) => path,
+            Err(e) => return error_response(StatusCode::BAD_REQUEST, &e.to_string()),
+        };
         let host = req
             .headers()
             .get(header::HOST)
@@ -53,30 +54,51 @@ impl Frontend {
         // starting answers Gone: route again, to its replacement.
         for _ in 0..3 {
             let Some((app, app_path)) = self.route(&host, &path) else { break };
-            let rt = match &app.backend {
+            let (target, guard) = match &app.backend {
                 AppBackend::Url(plan) => {
-                    let target = Target::from_uri(&plan.url, &app_path, plan.preserve_host);
-                    return self.proxy.forward(req, &target, client, None).await;
+                    (Target::from_uri(&plan.url, &app_path, plan.preserve_host, app.response_timeout), None)
                 }
-                AppBackend::Container(rt) => rt,
+                AppBackend::Container(rt) => {
+                    let (addr, guard) = match rt.ensure_running(wait_for_build).await {
+                        Ok(running) => running,
+                        Err(StartError::Gone) => continue,
+                        Err(e) => return start_error(&app, e),
+                    };
+                    let target = Target {
+                        scheme: http::uri::Scheme::HTTP,
+                        authority: addr.to_string().parse().expect("a socket address is an authority"),
+                        base_path: String::new(),
+                        app_path,
+                        strip_app: rt.plan().strip_app,
+                        preserve_host: app.preserve_host(),
+                        response_timeout: app.response_timeout,
+                    };
+                    (target, Some(guard))
+                }
             };
-            let (addr, guard) = match rt.ensure_running(wait_for_build).await {
-                Ok(running) => running,
-                Err(StartError::Gone) => continue,
-                Err(e) => return start_error(&app, e),
+            return match self.proxy.forward(req, &target, client, guard).await {
+                Ok(resp) => resp,
+                Err(e) => error_response(e.status(), &format!("app {}: {e}", app.path)),
             };
-            let target = Target {
-                scheme: http::uri::Scheme::HTTP,
-                authority: addr.to_string().parse().expect("a socket address is an authority"),
-                base_path: String::new(),
-                app_path,
-                strip_app: rt.plan().strip_app,
-                preserve_host: app.preserve_host(),
-            };
-            return self.proxy.forward(req, &target, client, Some(guard)).await;
         }
         error_response(StatusCode::NOT_FOUND, "no matching app found")
     }
+}
+
+/// Normalizes the request's path in place (see [`crate::proxy::path`]) and returns it: the
+/// path routed by is the path forwarded.
+fn normalize_request_path(req: &mut Request<Incoming>) -> Result<String, PathError> {
+    let path = proxy::path::normalize(req.uri().path())?;
+    if path != req.uri().path() {
+        let mut parts = req.uri().clone().into_parts();
+        let path_and_query = match req.uri().query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.clone(),
+        };
+        parts.path_and_query = Some(path_and_query.parse().map_err(|_| PathError::BadEscape)?);
+        *req.uri_mut() = Uri::from_parts(parts).map_err(|_| PathError::BadEscape)?;
+    }
+    Ok(path)
 }
 
 /// The answer when an app's container cannot serve: 502 with the failure (and when to
@@ -151,7 +173,8 @@ pub async fn serve(
             _ = cancel.cancelled() => return,
         };
         let _ = stream.set_nodelay(true);
-        let client = ClientInfo { ip: peer.ip(), https: tls.is_some() };
+        let port = stream.local_addr().map(|a| a.port()).unwrap_or_default();
+        let client = ClientInfo { ip: peer.ip(), https: tls.is_some(), port };
         let frontend = frontend.clone();
         let service = service_fn(move |req| {
             let frontend = frontend.clone();
