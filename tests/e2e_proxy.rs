@@ -23,6 +23,8 @@ struct UpstreamState {
     last_sent: AtomicBool,
     /// Notified by the test once it received the first chunk of `/stream`.
     first_seen: Notify,
+    /// Every request path (with query) the upstream received.
+    seen: std::sync::Mutex<Vec<String>>,
 }
 
 struct Upstream {
@@ -36,6 +38,8 @@ const STREAM_BODY: &str = "chunk-0\nchunk-1\nchunk-2\nchunk-3\nlast\n";
 /// - `/stream`: sends `chunk-0`, waits (max 10 s) until the test saw it, then
 ///   the other chunks with delays;
 /// - `/status/NNN`: answers with that status;
+/// - `/hang`: never answers;
+/// - `/sse`: server-sent events: one at once, then one every 300 ms, `SSE_EVENTS` in all;
 /// - anything else: a JSON echo of method, path (with query) and headers.
 async fn start_upstream() -> Upstream {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
@@ -59,8 +63,27 @@ async fn start_upstream() -> Upstream {
 
 type Body = BoxBody<Bytes, Infallible>;
 
+const SSE_EVENTS: usize = 8;
+
 async fn handle(req: Request<Incoming>, st: Arc<UpstreamState>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
+    st.seen.lock().unwrap().push(req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default());
+    if path == "/hang" {
+        std::future::pending::<()>().await;
+    }
+    if path == "/sse" {
+        let stream = futures_util::stream::unfold(0usize, |i| async move {
+            if i == SSE_EVENTS {
+                return None;
+            }
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Some((Ok::<_, Infallible>(Frame::data(Bytes::from(format!("data: event-{i}\n\n")))), i + 1))
+        });
+        let body = StreamBody::new(stream).boxed();
+        return Ok(Response::builder().header("content-type", "text/event-stream").body(body).unwrap());
+    }
     if path == "/stream" {
         st.last_sent.store(false, Ordering::SeqCst);
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(8);
@@ -275,5 +298,184 @@ async fn proxy_streams_chunks() {
         );
         // Consume the rest so the next iteration starts clean.
         while let Ok(Some(_)) = resp.chunk().await {}
+    }
+}
+
+/// GET over a raw connection to berth's HTTP port, so the path is sent exactly as written
+/// (HTTP clients resolve `%2e%2e` themselves). Returns status and body.
+async fn raw_get(b: &Berth, host: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", b.http_port)).await.expect("connect to berth");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    sock.write_all(req.as_bytes()).await.expect("send request");
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), sock.read_to_end(&mut buf)).await;
+    b.ensure(read.is_ok(), format!("GET {path}: no complete answer within 20 s"));
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// Issue 7: an upstream that accepts and never answers gets 504 after the app's
+/// `proxy.response_timeout_secs`; a server-sent event stream that lasts longer than the
+/// timeout is not cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_response_timeout_answers_504_but_streams_go_on() {
+    let up = start_upstream().await;
+    let b = Berth::start();
+    create_proxy(&b, up.port, "slow.localhost:/", &["--conf", "proxy.response_timeout_secs=1"]);
+    let client = slow_client(&["slow.localhost"], Duration::from_secs(30));
+
+    let url = b.http_url("slow.localhost", "/hang");
+    let started = std::time::Instant::now();
+    let resp = match client.get(&url).send().await {
+        Ok(r) => r,
+        Err(e) => b.fail(format!("GET {url} failed: {e:?}")),
+    };
+    let took = started.elapsed();
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    b.ensure(status == 504, format!("GET {url}: a hanging upstream should give 504, got {status}: {text}"));
+    b.ensure(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        format!("GET {url}: 504 should come after about the 1 s timeout, took {took:?}"),
+    );
+    b.ensure(
+        text.contains("slow.localhost:/") && text.contains("1 s") && text.contains("proxy.response_timeout_secs"),
+        format!("GET {url}: the 504 should name the app and the timeout: {text}"),
+    );
+
+    let url = b.http_url("slow.localhost", "/sse");
+    let started = std::time::Instant::now();
+    let mut resp = match client.get(&url).send().await {
+        Ok(r) => r,
+        Err(e) => b.fail(format!("GET {url} failed: {e:?}")),
+    };
+    b.ensure(resp.status() == 200, format!("GET {url}: status {}", resp.status()));
+    let mut buf = Vec::new();
+    let last = format!("event-{}\n\n", SSE_EVENTS - 1);
+    let done = read_until(&mut resp, &mut buf, Duration::from_secs(20), |d| d.ends_with(last.as_bytes())).await;
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let events = text.matches("data: event-").count();
+    b.ensure(
+        done && events == SSE_EVENTS,
+        format!("GET {url}: all {SSE_EVENTS} events should arrive (stream not cut), got {events}: {text:?}"),
+    );
+    b.ensure(took > Duration::from_millis(1500), format!("GET {url}: the stream should outlast the timeout: {took:?}"));
+
+    let v = b.app("slow.localhost:/");
+    b.ensure(
+        v.to_string().contains("proxy.response_timeout_secs"),
+        format!("the app's config should list proxy.response_timeout_secs: {v}"),
+    );
+}
+
+/// Issue 7: forwarding headers a client sends are replaced by berth's own, at `/` and below.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_forwarding_headers_are_replaced() {
+    let up = start_upstream().await;
+    let b = Berth::start();
+    create_proxy(&b, up.port, "fwd.localhost:/", &[]);
+    create_proxy(&b, up.port, "/fp", &[]);
+    let client = b.client(&["fwd.localhost"]);
+    let spoofed = [
+        ("x-forwarded-for", "10.9.9.9"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "evil.example"),
+        ("x-forwarded-port", "1"),
+        ("x-forwarded-prefix", "/evil"),
+        ("x-real-ip", "10.9.9.9"),
+        ("forwarded", "for=10.9.9.9;proto=https"),
+    ];
+    for (host, path, prefix) in [("fwd.localhost", "/x", None), ("localhost", "/fp/x", Some("/fp"))] {
+        let url = b.http_url(host, path);
+        let mut req = client.get(&url);
+        for (name, value) in spoofed {
+            req = req.header(name, value);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => b.fail(format!("GET {url} failed: {e:?}")),
+        };
+        let text = resp.text().await.unwrap_or_default();
+        let v: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| b.fail(format!("{url}: not an echo ({e}): {text}")));
+        let want_host = format!("{host}:{}", b.http_port);
+        let port = b.http_port.to_string();
+        let forwarded = format!("for=127.0.0.1;proto=http;host=\"{want_host}\"");
+        for (name, want) in [
+            ("x-forwarded-for", "127.0.0.1"),
+            ("x-real-ip", "127.0.0.1"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", want_host.as_str()),
+            ("x-forwarded-port", port.as_str()),
+            ("x-forwarded-prefix", prefix.unwrap_or("")),
+            ("forwarded", forwarded.as_str()),
+        ] {
+            b.ensure(hdr(&v, name) == want, format!("{url}: {name} should be {want:?} (client value replaced): {v}"));
+        }
+        b.ensure(
+            !text.contains("10.9.9.9") && !text.contains("evil"),
+            format!("{url}: a client value got through: {v}"),
+        );
+    }
+}
+
+/// Issue 7: encoded dot-segments and encoded slashes cannot move a request out of its app's
+/// path (refused with 400, never forwarded); unreserved escapes are decoded before routing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encoded_dot_segments_cannot_leave_the_app() {
+    let up = start_upstream().await;
+    let b = Berth::start();
+    create_proxy(&b, up.port, "/app", &[]);
+    let base = format!("url=http://127.0.0.1:{}/base", up.port);
+    b.cli_ok(&["app", "create", "--spec", "proxy", "--param", &base, "-", "/other"]);
+
+    for path in [
+        "/app/%2e%2e/other",
+        "/app/%2E./other",
+        "/app/.%2e/other",
+        "/app/..%2fother",
+        "/app/..%2Fother/x",
+        "/app/x%2f..%2f..%2fother",
+        "/app/%2e%2e%5cother",
+        "/other/%2e%2e/x",
+        "/other/..%2f..%2fx",
+        "/app/../other",
+    ] {
+        let (status, body) = raw_get(&b, "localhost", path).await;
+        b.ensure(status == 400, format!("GET {path}: a dot-segment should be refused with 400, got {status}: {body}"));
+    }
+    let seen = up.state.seen.lock().unwrap().clone();
+    b.ensure(seen.is_empty(), format!("refused paths must not reach the upstream, it saw {seen:?}"));
+
+    let (status, body) = raw_get(&b, "localhost", "/%61pp/%7Eu/a%2Fb?q=%2e").await;
+    b.ensure(status == 200, format!("GET /%61pp/...: unreserved escapes route to /app, got {status}: {body}"));
+    b.ensure(
+        body.contains("\"path\":\"/~u/a%2Fb?q=%2e\""),
+        format!("GET /%61pp/...: upstream should see /~u/a%2Fb?q=%2e (inside /app, slash kept encoded): {body}"),
+    );
+    let (status, body) = raw_get(&b, "localhost", "/other/a%2fb").await;
+    b.ensure(
+        status == 200 && body.contains("\"path\":\"/base/a%2Fb\""),
+        format!("GET /other/a%2fb should reach the upstream below its base path /base: {status} {body}"),
+    );
+}
+
+/// Issue 7: a non-ASCII app path (never routable) and an overlong one are refused at create.
+#[test]
+fn non_ascii_and_long_app_paths_are_refused() {
+    let b = Berth::start();
+    let long = format!("/{}", "a".repeat(300));
+    for (path, want) in [("/ünï", "not allowed"), ("/a%C3%BC", "not allowed"), (long.as_str(), "longer than 256")] {
+        let out = b.cli(&["app", "create", "--spec", "proxy", "--param", "url=http://127.0.0.1:9", "-", path]);
+        b.ensure(!out.ok(), format!("app create {path} should fail: {out}"));
+        b.ensure(
+            is_single_error_line(&out.stderr) && out.stderr.contains(want),
+            format!("app create {path}: expected one error line with {want:?}: {out}"),
+        );
+        b.ensure(b.find_app(path).is_none(), format!("app {path} must not be created"));
     }
 }
