@@ -209,3 +209,74 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use http_body_util::Empty;
+    use hyper_util::rt::TokioIo;
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::apps::activity::Activity;
+
+    /// A request whose upstream never answers gets the timeout, and its activity guard is
+    /// dropped with it: the app stops counting it as in flight (and can go idle).
+    #[tokio::test]
+    async fn timed_out_request_stops_counting_as_in_flight() {
+        let hanging = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = hanging.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = hanging.accept().await {
+                held.push(sock);
+            }
+        });
+
+        let proxy = Proxy::new(&ProxyConfig::default()).unwrap();
+        let activity = Arc::new(Activity::default());
+        let target = Target {
+            scheme: Scheme::HTTP,
+            authority: upstream.to_string().parse().unwrap(),
+            base_path: String::new(),
+            app_path: "/".into(),
+            strip_app: true,
+            preserve_host: false,
+            response_timeout: Duration::from_millis(300),
+        };
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let front_addr = front.local_addr().unwrap();
+        let served = activity.clone();
+        tokio::spawn(async move {
+            let (sock, peer) = front.accept().await.unwrap();
+            let service = hyper::service::service_fn(move |req| {
+                let (proxy, target, guard) = (proxy.clone(), target.clone(), served.enter());
+                let client = ClientInfo { ip: peer.ip(), https: false, port: front_addr.port() };
+                async move {
+                    Ok::<_, Infallible>(match proxy.forward(req, &target, client, Some(guard)).await {
+                        Ok(resp) => resp,
+                        Err(e) => error_response(e.status(), &e.to_string()),
+                    })
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(sock), service).await;
+        });
+
+        let sock = tokio::net::TcpStream::connect(front_addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(sock)).await.unwrap();
+        tokio::spawn(conn);
+        let req = Request::get("/hang").header("host", "app.localhost").body(Empty::<Bytes>::new()).unwrap();
+        let pending = tokio::spawn(async move { sender.send_request(req).await });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while activity.in_flight() == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(activity.in_flight(), 1, "the request counts while it waits for the upstream");
+        let resp = tokio::time::timeout(Duration::from_secs(5), pending).await.unwrap().unwrap().unwrap();
+        assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(activity.in_flight(), 0, "a timed-out request no longer counts as in flight");
+    }
+}
