@@ -339,4 +339,74 @@ mod tests {
         assert!(p(&format!("/{}", "a".repeat(MAX_PATH_LEN - 1))).is_ok());
         assert!(matches!(p(&format!("/{}", "a".repeat(MAX_PATH_LEN))), Err(AppPathError::TooLong(_))));
     }
+
+    /// The hand-written matcher globs used before globset: the reference for today's semantics.
+    fn reference_match(pattern: &str, text: &str) -> bool {
+        fn segments(pat: &[&str], txt: &[&str]) -> bool {
+            match pat.split_first() {
+                None => txt.is_empty(),
+                Some((&"**", rest)) => (0..=txt.len()).any(|skip| segments(rest, &txt[skip..])),
+                Some((p, rest)) => match txt.split_first() {
+                    Some((t, trest)) => segment(p.as_bytes(), t.as_bytes()) && segments(rest, trest),
+                    None => false,
+                },
+            }
+        }
+        fn segment(p: &[u8], t: &[u8]) -> bool {
+            match p.split_first() {
+                None => t.is_empty(),
+                Some((b'*', rest)) => (0..=t.len()).any(|i| segment(rest, &t[i..])),
+                Some((b'?', rest)) => !t.is_empty() && segment(rest, &t[1..]),
+                Some((c, rest)) => t.first() == Some(c) && segment(rest, &t[1..]),
+            }
+        }
+        let pat: Vec<&str> = pattern.split('/').collect();
+        let txt: Vec<&str> = text.split('/').collect();
+        segments(&pat, &txt)
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn pieces(options: &'static [&'static str], max: usize) -> impl Strategy<Value = String> {
+            proptest::collection::vec(proptest::sample::select(options), 0..max).prop_map(|v| v.concat())
+        }
+
+        proptest! {
+            #[test]
+            fn parse_never_panics(input in "\\PC{0,300}") {
+                let _ = AppPath::parse(&input, "localhost");
+            }
+
+            #[test]
+            fn display_parses_back(
+                domain in "(([a-z0-9]{1,8}\\.){0,2}[a-z]{1,5}\\.?)?",
+                segments in proptest::collection::vec("[A-Za-z0-9._~!$&'()*+,;=@-]{1,12}", 0..5),
+            ) {
+                let path = format!("/{}", segments.join("/"));
+                let input = if domain.is_empty() { path } else { format!("{domain}:{path}") };
+                if let Ok(parsed) = AppPath::parse(&input, "localhost") {
+                    prop_assert_eq!(AppPath::parse(&parsed.to_string(), "localhost"), Ok(parsed));
+                }
+            }
+
+            /// Patterns and texts as callers make them: segments without empty ones, rooted
+            /// (app paths, `/` alone included) or relative (`.dockerignore`).
+            #[test]
+            fn globset_keeps_the_old_semantics(
+                rooted in any::<bool>(),
+                pattern in proptest::collection::vec(pieces(&["a", "b", "*", "**", "?", "[", "{a,b}", "\\"], 4), 1..4),
+                text in proptest::collection::vec(pieces(&["a", "b", "[", "{a,b}", "\\"], 4), 0..4),
+            ) {
+                let join = |parts: &[String]| {
+                    let parts: Vec<&str> = parts.iter().map(String::as_str).filter(|p| !p.is_empty()).collect();
+                    if rooted { format!("/{}", parts.join("/")) } else { parts.join("/") }
+                };
+                let (pattern, text) = (join(&pattern), join(&text));
+                let glob = PathGlob::new(&pattern).unwrap();
+                prop_assert_eq!(glob.matches(&text), reference_match(&pattern, &text), "pattern {:?} text {:?}", pattern, text);
+            }
+        }
+    }
 }
