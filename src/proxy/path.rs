@@ -102,4 +102,58 @@ mod tests {
             assert_eq!(normalize(p), Err(PathError::BadEscape), "{p}");
         }
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// The path an upstream that decodes everything (slashes and backslashes included)
+        /// and resolves dot-segments would end up at.
+        fn resolved_by_a_lenient_upstream(path: &str) -> String {
+            let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy().replace('\\', "/");
+            let mut out: Vec<&str> = Vec::new();
+            for segment in decoded.split('/') {
+                match segment {
+                    "." => {}
+                    ".." => {
+                        out.pop();
+                    }
+                    s => out.push(s),
+                }
+            }
+            out.join("/")
+        }
+
+        fn tricky_path() -> impl Strategy<Value = String> {
+            let piece = proptest::sample::select(
+                &["/", "app", "x", ".", "..", "%2e", "%2E", "%2f", "%2F", "%5c", "%41", "%", "%g", "~", "%C3%BC"][..],
+            );
+            proptest::collection::vec(piece, 0..12).prop_map(|v| format!("/app/{}", v.concat()))
+        }
+
+        proptest! {
+            #[test]
+            fn never_panics(path in "\\PC{0,60}") {
+                let _ = normalize(&path);
+            }
+
+            #[test]
+            fn normalized_paths_stay_normal(path in tricky_path()) {
+                if let Ok(once) = normalize(&path) {
+                    prop_assert_eq!(normalize(&once), Ok(once.clone()));
+                }
+            }
+
+            /// A request below `/app/` that is accepted stays below `/app/` however the
+            /// upstream decodes it.
+            #[test]
+            fn accepted_paths_cannot_leave_the_app(path in tricky_path()) {
+                if let Ok(normalized) = normalize(&path) {
+                    prop_assert!(normalized.starts_with("/app/"));
+                    let resolved = resolved_by_a_lenient_upstream(&normalized);
+                    prop_assert!(resolved.starts_with("/app/"), "{} resolves to {}", path, resolved);
+                }
+            }
+        }
+    }
 }

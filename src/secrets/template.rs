@@ -28,7 +28,7 @@ pub fn parse(text: &str) -> Result<Vec<Part>, SecretError> {
             parts.push(Part::Text(rest[..start].to_string()));
         }
         let after = &rest[start + 2..];
-        let end = after.find("}}").ok_or_else(|| SecretError::Syntax("missing }}".into()))?;
+        let end = closing_braces(after).ok_or_else(|| SecretError::Syntax("missing }}".into()))?;
         parts.push(Part::Secret(parse_action(after[..end].trim())?));
         rest = &after[end + 2..];
     }
@@ -36,6 +36,22 @@ pub fn parse(text: &str) -> Result<Vec<Part>, SecretError> {
         parts.push(Part::Text(rest.to_string()));
     }
     Ok(parts)
+}
+
+/// Where the action's `}}` is: the first one outside a quoted argument.
+fn closing_braces(action: &str) -> Option<usize> {
+    let mut in_quote = false;
+    let mut escaped = false;
+    for (i, c) in action.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_quote => escaped = true,
+            '"' => in_quote = !in_quote,
+            '}' if !in_quote && action[i..].starts_with("}}") => return Some(i),
+            _ => {}
+        }
+    }
+    None
 }
 
 fn parse_action(action: &str) -> Result<SecretRef, SecretError> {
@@ -113,5 +129,67 @@ mod tests {
         assert!(parse("{{secret \"a\"").is_err());
         assert!(parse("{{secret a b}}").is_err());
         assert!(!contains_template("plain {{"));
+        assert_eq!(parse("{{secret \"a}}b\"}}!").unwrap(), vec![r(None, &["a}}b"]), Part::Text("!".into())]);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Writes parts back as template text (the `secret_from` form, keys quoted).
+        fn render(parts: &[Part]) -> String {
+            let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+            parts
+                .iter()
+                .map(|part| match part {
+                    Part::Text(t) => t.clone(),
+                    Part::Secret(r) => {
+                        let provider = r.provider.as_deref().unwrap_or("default");
+                        let keys: Vec<String> = r.keys.iter().map(|k| quote(k)).collect();
+                        format!("{{{{secret_from {} {}}}}}", quote(provider), keys.join(" "))
+                    }
+                })
+                .collect()
+        }
+
+        fn part() -> impl Strategy<Value = Part> {
+            prop_oneof![
+                // Literal text cannot hold a template opening, nor end in `{` (it would join the next `{{`).
+                "[^{}]{1,12}".prop_map(Part::Text),
+                (
+                    proptest::option::of(
+                        "[a-z][a-z0-9_]{0,8}".prop_filter("default is no provider", |p| p != "default")
+                    ),
+                    proptest::collection::vec("[A-Za-z0-9_./ {}\"\\\\-]{1,10}", 1..3),
+                )
+                    .prop_map(|(provider, keys)| Part::Secret(SecretRef { provider, keys })),
+            ]
+        }
+
+        /// Adjacent text parts are one text part once parsed.
+        fn merged(parts: Vec<Part>) -> Vec<Part> {
+            let mut out: Vec<Part> = Vec::new();
+            for part in parts {
+                match (out.last_mut(), part) {
+                    (Some(Part::Text(prev)), Part::Text(t)) => prev.push_str(&t),
+                    (_, part) => out.push(part),
+                }
+            }
+            out
+        }
+
+        proptest! {
+            #[test]
+            fn parse_never_panics(text in "\\PC{0,80}") {
+                let _ = parse(&text);
+                let _ = contains_template(&text);
+            }
+
+            #[test]
+            fn rendered_templates_parse_back(parts in proptest::collection::vec(part(), 0..5)) {
+                let text = render(&parts);
+                prop_assert_eq!(parse(&text).unwrap(), merged(parts));
+            }
+        }
     }
 }
