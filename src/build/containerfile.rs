@@ -105,4 +105,55 @@ mod tests {
         assert!(check("Dockerfile", "RUN x\n").unwrap_err().contains("no FROM"));
         assert!(check("Dockerfile", "FROM x\nRUN cat <<EOF > f\nhi\nEOF\n").is_err());
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A Containerfile as berth's specs write them: ARGs, a FROM, instructions in any case,
+        /// comments, blank lines and continuations, EXPOSE lines.
+        fn containerfile() -> impl Strategy<Value = (String, Option<u16>)> {
+            let arg = ("[A-Z_]{1,8}", "[a-z0-9.]{0,6}").prop_map(|(k, v)| format!("ARG {k}={v}"));
+            let filler = proptest::sample::select(
+                &["# a comment", "", "RUN echo a \\\n  && echo b", "copy . /app", "WorkDir /app", "ENV A=1"][..],
+            )
+            .prop_map(String::from);
+            let expose = (any::<u16>(), any::<bool>(), any::<bool>()).prop_map(|(port, tcp, lower)| {
+                let word = if lower { "expose" } else { "EXPOSE" };
+                (format!("{word} {port}{}", if tcp { "/tcp" } else { "" }), port)
+            });
+            (
+                proptest::collection::vec(arg, 0..3),
+                proptest::collection::vec(
+                    prop_oneof![filler.prop_map(|f| (f, None)), expose.prop_map(|(e, p)| (e, Some(p)))],
+                    0..6,
+                ),
+            )
+                .prop_map(|(args, body)| {
+                    let mut lines = args;
+                    lines.push("FROM python:${V}-slim".into());
+                    let mut last_port = None;
+                    for (line, port) in body {
+                        last_port = port.or(last_port);
+                        lines.push(line);
+                    }
+                    lines.push("CMD [\"python\", \"app.py\"]".into());
+                    (lines.join("\n"), last_port)
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn never_panics(text in "\\PC{0,300}") {
+                let _ = check("Containerfile", &text);
+                let _ = exposed_port(&text);
+            }
+
+            #[test]
+            fn generated_files_check_and_expose_their_port((text, port) in containerfile()) {
+                prop_assert_eq!(check("Containerfile", &text), Ok(()));
+                prop_assert_eq!(exposed_port(&text), port);
+            }
+        }
+    }
 }

@@ -90,4 +90,40 @@ mod tests {
         assert!(!r.is_ignored("data/keep.csv"));
         assert!(!r.is_ignored("app.py"));
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn relative_path() -> impl Strategy<Value = String> {
+            proptest::collection::vec("[a-c.]{1,3}", 1..4).prop_map(|v| v.join("/"))
+        }
+
+        fn rule() -> impl Strategy<Value = String> {
+            let segment = proptest::sample::select(&["a", "b", "c", "*", "**", "?", "a*", "*.c", ".", ""][..]);
+            (any::<bool>(), proptest::collection::vec(segment, 1..4))
+                .prop_map(|(negate, segs)| format!("{}{}", if negate { "!" } else { "" }, segs.join("/")))
+        }
+
+        proptest! {
+            #[test]
+            fn parse_and_match_never_panic(text in "\\PC{0,200}", path in "\\PC{0,40}") {
+                let rules = IgnoreRules::parse(&text);
+                let _ = rules.is_ignored(&path);
+            }
+
+            /// Matching is stable: the same answer on a second parse, and without re-includes
+            /// an ignored folder ignores everything below it.
+            #[test]
+            fn matching_is_stable(rules in proptest::collection::vec(rule(), 0..5), path in relative_path(), child in "[a-c]{1,3}") {
+                let text = rules.join("\n");
+                let (first, second) = (IgnoreRules::parse(&text), IgnoreRules::parse(&text));
+                prop_assert_eq!(first.is_ignored(&path), second.is_ignored(&path));
+                if !text.contains('!') && first.is_ignored(&path) {
+                    let below = format!("{path}/{child}");
+                    prop_assert!(first.is_ignored(&below), "{:?} ignores {} but not {}", text, path, below);
+                }
+            }
+        }
+    }
 }
