@@ -479,3 +479,62 @@ fn non_ascii_and_long_app_paths_are_refused() {
         b.ensure(b.find_app(path).is_none(), format!("app {path} must not be created"));
     }
 }
+
+/// Issue 7: with `proxy.response_timeout_secs=1` a WebSocket lasting longer still works, a
+/// request the container never answers gets 504, and afterwards the app goes idle (the
+/// timed-out request no longer counts as in flight).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_app_goes_idle_after_a_timed_out_request() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let image = ensure_wsecho_image();
+    let b = Berth::start();
+    let host = "hangapp.localhost";
+    let conf = ["--conf", "container.idle_shutdown_secs=2", "--conf", "proxy.response_timeout_secs=1"];
+    let id = b.create_image_app(image, 8080, "hangapp.localhost:/", &conf);
+    let client = b.client(&[host]);
+    let url = b.http_url(host, "/");
+    let got = get_settled(&client, &url, Duration::from_secs(60)).await;
+    b.ensure(matches!(&got, Ok(g) if g.status == 200), format!("GET {url}: the app should start: {got:?}"));
+    let cid = b.single_container(&id);
+
+    // A WebSocket open for longer than the response timeout is not cut.
+    let ws_url = format!("ws://{host}:{}/ws", b.http_port);
+    let req = ws_url.as_str().into_client_request().expect("ws request");
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", b.http_port)).await.expect("connect to berth");
+    let (mut ws, _) = match tokio_tungstenite::client_async(req, tcp).await {
+        Ok(x) => x,
+        Err(e) => b.fail(format!("WebSocket handshake to {ws_url} failed: {e:?}")),
+    };
+    let started = std::time::Instant::now();
+    let mut n = 0;
+    while started.elapsed() < Duration::from_millis(2500) {
+        n += 1;
+        let msg = format!("m-{n}");
+        if let Err(e) = ws.send(Message::Text(msg.clone())).await {
+            b.fail(format!("WebSocket send #{n} failed after {:?}: {e:?}", started.elapsed()));
+        }
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) if t == msg => {}
+            other => b.fail(format!("WebSocket echo #{n} after {:?}: got {other:?}", started.elapsed())),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let _ = ws.close(None).await;
+    drop(ws);
+
+    let url = b.http_url(host, "/hang");
+    let started = std::time::Instant::now();
+    let status = status_of(&b, &client, &url).await;
+    b.ensure(status == 504, format!("GET {url}: a container that never answers should give 504, got {status}"));
+    b.ensure(started.elapsed() < Duration::from_secs(5), format!("GET {url}: 504 took {:?}", started.elapsed()));
+
+    let stopped =
+        wait_until_async(Duration::from_secs(30), Duration::from_millis(200), || !container_running(&cid)).await;
+    b.ensure(
+        stopped.is_some(),
+        format!("container {cid} still runs 30 s after a timed-out request (idle_shutdown_secs=2): still counted in flight?"),
+    );
+}
