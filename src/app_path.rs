@@ -44,6 +44,20 @@ impl AppPath {
     /// Parses `[domain:]path` as the CLI and API accept it. A domain that ends with `.` gets the
     /// default domain appended (`demo.` becomes `demo.localhost`).
     pub fn parse(input: &str, default_domain: &str) -> Result<AppPath, AppPathError> {
+        let path = Self::parse_lookup(input, default_domain)?;
+        if !path.path.chars().all(allowed_path_char) {
+            return Err(AppPathError::BadChars(input.to_string()));
+        }
+        if path.path.len() > MAX_PATH_LEN {
+            return Err(AppPathError::TooLong(input.to_string()));
+        }
+        Ok(path)
+    }
+
+    /// Like [`AppPath::parse`] without the character set and length rules of new app paths,
+    /// for naming an existing app: one created before those rules can still be found and
+    /// deleted.
+    pub fn parse_lookup(input: &str, default_domain: &str) -> Result<AppPath, AppPathError> {
         let trimmed = input.trim();
         let (domain, path) = match trimmed.split_once(':') {
             None => ("", trimmed),
@@ -68,11 +82,8 @@ impl AppPath {
         if !path.starts_with('/') {
             return Err(AppPathError::NoLeadingSlash(input.to_string()));
         }
-        if !path.chars().all(allowed_path_char) {
+        if path.chars().any(|c| c.is_whitespace() || c.is_control() || "?#%".contains(c)) {
             return Err(AppPathError::BadChars(input.to_string()));
-        }
-        if path.len() > MAX_PATH_LEN {
-            return Err(AppPathError::TooLong(input.to_string()));
         }
         for bad in ["/..", "../", "/./", "//"] {
             if path.contains(bad) {
@@ -338,6 +349,7 @@ mod tests {
         assert!(p("/a-b_c.d~e/f(1)+x@y").is_ok());
         assert!(p(&format!("/{}", "a".repeat(MAX_PATH_LEN - 1))).is_ok());
         assert!(matches!(p(&format!("/{}", "a".repeat(MAX_PATH_LEN))), Err(AppPathError::TooLong(_))));
+        assert_eq!(AppPath::parse_lookup("/ünï", "localhost").unwrap().path, "/ünï", "an old app can be named");
     }
 
     /// The hand-written matcher globs used before globset: the reference for today's semantics.

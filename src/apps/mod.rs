@@ -403,8 +403,8 @@ impl Apps {
             Some(prod) => (prod.to_string(), Variant::Stage),
             None => (path.to_string(), Variant::Prod),
         };
-        let path =
-            AppPath::parse(&path, &self.config.default_domain).map_err(|e| AppError::BadRequest(e.to_string()))?;
+        let path = AppPath::parse_lookup(&path, &self.config.default_domain)
+            .map_err(|e| AppError::BadRequest(e.to_string()))?;
         let dd = &self.config.default_domain;
         let app = self
             .apps
