@@ -3,8 +3,8 @@
 //! `container` fixture: build through Podman, serve, build log, delete).
 //!
 //! They need Podman's API socket (`../shared/tools/configure-podman.sh --service --load-images`,
-//! which `.ci/run` runs); without it they print why and pass. `BERTH_TEST_PODMAN_SOCKET`
-//! points them at another socket path.
+//! which `.ci/run` runs); without it they print why and pass, unless `BERTH_TEST_REQUIRE_PODMAN`
+//! is set (as `.ci/run` does). `BERTH_TEST_PODMAN_SOCKET` points them at another socket path.
 
 mod common;
 
@@ -24,6 +24,8 @@ fn podman_socket(test: &str) -> Option<PathBuf> {
     );
     if path.exists() {
         Some(path)
+    } else if std::env::var_os("BERTH_TEST_REQUIRE_PODMAN").is_some() {
+        panic!("{test}: BERTH_TEST_REQUIRE_PODMAN is set but there is no Podman API socket at {}", path.display());
     } else {
         eprintln!(
             "SKIPPED {test}: no Podman API socket at {} (start one with \
