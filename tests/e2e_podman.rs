@@ -161,3 +161,31 @@ async fn podman_builds_from_source_and_serves() {
     b.ensure(gone.is_some(), format!("containers left in Podman after delete: {:?}", podman_containers(&id)));
     eprintln!("TIMING podman_builds_from_source_and_serves {:.1}s", t0.elapsed().as_secs_f64());
 }
+
+/// A build through Podman whose base image does not exist fails with a message naming the
+/// image and saying it was not found (Podman's own reason included), never an empty one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn podman_missing_base_image_error_names_the_image() {
+    let Some(socket) = podman_socket("podman_missing_base_image_error_names_the_image") else { return };
+    let b = berth_on_podman(&socket, "start_timeout_secs = 300");
+    let app = "/podnobase";
+    let src = fixture_app("python-flask");
+    b.cli_ok(&[
+        "app",
+        "create",
+        "--spec",
+        "python-flask",
+        "--carg",
+        "PYTHON_VERSION=4invalid-slim",
+        src.to_str().unwrap(),
+        app,
+    ]);
+    let g = get(&slow_client(&[], BUILD_WAIT), &b.http_url("localhost", "/podnobase/"), &[]).await;
+    b.ensure(
+        matches!(&g, Ok(g) if g.status == 502
+            && g.body.contains("build failed: ")
+            && g.body.contains("python:4invalid-slim")
+            && (g.body.contains("not found") || g.body.contains("pull access denied"))),
+        format!("GET on Podman: expected 502 naming python:4invalid-slim and \"not found\", got {g:?}"),
+    );
+}

@@ -184,8 +184,13 @@ impl Engine {
                 Err(e) => api_message(&e),
             };
             on_line(&error);
+            // Without a registry the engine says only why the pull failed (a DNS error, say):
+            // name the image and that it is missing, unless the engine already did.
+            let says_missing = |image: &str| {
+                error.contains(image) && (error.contains("not found") || error.contains("pull access denied"))
+            };
             let error = match base_image_of_step(&step, build_args) {
-                Some(image) if !error.contains(&image) => {
+                Some(image) if !says_missing(&image) => {
                     format!("base image {image} not found locally and pulling it failed: {error}")
                 }
                 _ => error,
