@@ -193,3 +193,33 @@ impl Builder {
         result.map_err(|e| (e.to_string(), tail.into_iter().collect()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(dir: &tempfile::TempDir) -> (RunningBuild, watch::Receiver<Option<BuildStatus>>, PathBuf) {
+        let file = dir.path().join("app.build.log");
+        let (status, rx) = watch::channel(Some(BuildStatus::Running));
+        (RunningBuild { log: std::fs::File::create(&file).unwrap(), status, finished: false }, rx, file)
+    }
+
+    #[test]
+    fn a_finished_build_writes_its_last_line_then_its_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let (run, rx, file) = running(&dir);
+        run.finish(BuildStatus::TimedOut { after: Duration::from_secs(3) }, "build timed out: 3s");
+        assert_eq!(*rx.borrow(), Some(BuildStatus::TimedOut { after: Duration::from_secs(3) }));
+        assert_eq!(std::fs::read_to_string(file).unwrap(), "build timed out: 3s\n");
+    }
+
+    #[test]
+    fn a_dropped_build_is_cancelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let (run, rx, file) = running(&dir);
+        drop(run);
+        assert_eq!(*rx.borrow(), Some(BuildStatus::Cancelled));
+        assert!(rx.borrow().as_ref().unwrap().is_finished());
+        assert_eq!(std::fs::read_to_string(file).unwrap(), "build cancelled\n");
+    }
+}

@@ -360,3 +360,57 @@ fn follow_build_log(
         }
     })
 }
+
+#[cfg(test)]
+mod build_log_follow_tests {
+    use std::io::Write;
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+
+    use super::*;
+
+    /// Collects a followed log until it ends (bounded).
+    async fn collect(stream: impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>>) -> Option<String> {
+        let all = tokio::time::timeout(Duration::from_secs(5), stream.collect::<Vec<_>>()).await.ok()?;
+        Some(all.into_iter().map(|c| String::from_utf8(c.unwrap().to_vec()).unwrap()).collect())
+    }
+
+    #[tokio::test]
+    async fn follow_reads_only_new_bytes_and_ends_with_the_build() {
+        for end in [
+            BuildStatus::Succeeded,
+            BuildStatus::Failed { error: "x".into() },
+            BuildStatus::TimedOut { after: Duration::from_secs(1) },
+            BuildStatus::Cancelled,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("a.build.log");
+            let mut writer = std::fs::File::create(&path).unwrap();
+            writeln!(writer, "already read").unwrap();
+            let mut reader = tokio::fs::File::open(&path).await.unwrap();
+            reader.read_to_end(&mut Vec::new()).await.unwrap();
+            let (status, rx) = watch::channel(Some(BuildStatus::Running));
+            let follow = tokio::spawn(collect(follow_build_log(reader, rx, CancellationToken::new())));
+            writeln!(writer, "step 1").unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            writeln!(writer, "last line").unwrap();
+            status.send_replace(Some(end.clone()));
+            let text = follow.await.unwrap();
+            assert_eq!(text.as_deref(), Some("step 1\nlast line\n"), "{end:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn follow_ends_when_the_server_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.build.log");
+        std::fs::write(&path, "").unwrap();
+        let (_status, rx) = watch::channel(Some(BuildStatus::Running));
+        let stop = CancellationToken::new();
+        let follow =
+            tokio::spawn(collect(follow_build_log(tokio::fs::File::open(&path).await.unwrap(), rx, stop.clone())));
+        stop.cancel();
+        assert_eq!(follow.await.unwrap().as_deref(), Some(""));
+    }
+}
