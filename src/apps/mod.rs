@@ -418,17 +418,17 @@ impl Apps {
         Ok((app, variant))
     }
 
-    /// The app's last build output (`app logs --build`).
-    pub fn build_log(&self, path: &str) -> Result<std::path::PathBuf, AppError> {
+    /// The app's last build output (`app logs --build`) and its build status.
+    pub fn build_log(&self, path: &str) -> Result<builder::BuildLog, AppError> {
         let (app, _) = self.find(path)?;
-        let file = self.builder.log_file(&app.record.id);
-        if !file.exists() {
+        let log = self.builder.build_log(&app.record.id);
+        if !log.file.exists() {
             return Err(AppError::BadRequest(format!(
                 "app {} has no build output: nothing was built for it yet",
                 app.record.path
             )));
         }
-        Ok(file)
+        Ok(log)
     }
 
     /// The container output of the deployment `path` names: the last `lines`, then new output

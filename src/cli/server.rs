@@ -40,13 +40,46 @@ pub fn run(cmd: ServerCommand, home: Home) -> anyhow::Result<()> {
     }
 }
 
+/// Crates whose debug and trace output can carry request and response bodies or headers: the
+/// engine client logs the container create request (with resolved secrets in its env) and
+/// inspect responses; the HTTP stacks log frames. Capped at info whatever `BERTH_LOG` says, so
+/// no resolved secret reaches the log at any level.
+const BODY_LOGGING_TARGETS: &[&str] = &["bollard", "hyper", "hyper_util", "h2", "reqwest", "rustls", "tower", "axum"];
+
+/// The cap on [`BODY_LOGGING_TARGETS`], applied on top of the `BERTH_LOG` filter.
+fn body_logging_cap() -> tracing_subscriber::filter::Targets {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    BODY_LOGGING_TARGETS.iter().fold(Targets::new().with_default(LevelFilter::TRACE), |caps, target| {
+        caps.with_target(*target, LevelFilter::INFO)
+    })
+}
+
 fn init_logging() {
+    use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,hyper=warn,bollard=warn,rustls=error"));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(body_logging_cap())
+        .with(tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr))
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+
+    #[test]
+    fn body_logging_crates_are_capped_at_info() {
+        let cap = super::body_logging_cap();
+        for target in ["bollard", "bollard::docker", "hyper::proto::h1", "hyper_util::client", "h2::codec"] {
+            assert!(!cap.would_enable(target, &Level::DEBUG), "{target} debug");
+            assert!(!cap.would_enable(target, &Level::TRACE), "{target} trace");
+            assert!(cap.would_enable(target, &Level::INFO), "{target} info");
+        }
+        assert!(cap.would_enable("berth::apps", &Level::TRACE));
+        assert!(cap.would_enable("sqlx::query", &Level::DEBUG));
+    }
 }

@@ -160,26 +160,42 @@ impl Engine {
             forcerm: true,
             ..Default::default()
         };
-        let mut stream = self.docker.build_image(opts, None, Some(context.into()));
+        // An empty credentials map, not `None`: with `None` bollard sends an empty
+        // `X-Registry-Config` header, which Podman answers with 400 and no body.
+        let mut stream = self.docker.build_image(opts, Some(HashMap::new()), Some(context.into()));
+        // The step running now: a failing `FROM` step means the base image could not be had.
+        let mut step = String::new();
         while let Some(item) = stream.next().await {
-            match item {
+            let error = match item {
                 Ok(info) => {
                     if let Some(text) = info.stream.as_deref().or(info.status.as_deref()) {
                         for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                            if is_step_line(line) {
+                                step = line.to_string();
+                            }
                             on_line(line);
                         }
                     }
-                    if let Some(err) = info.error {
-                        on_line(&err);
-                        return Err(EngineError::Build(err.trim().to_string()));
+                    match info.error {
+                        Some(err) => err.trim().to_string(),
+                        None => continue,
                     }
                 }
-                Err(e) => {
-                    let message = api_message(&e);
-                    on_line(&message);
-                    return Err(EngineError::Build(message));
+                Err(e) => api_message(&e),
+            };
+            on_line(&error);
+            // Without a registry the engine says only why the pull failed (a DNS error, say):
+            // name the image and that it is missing, unless the engine already did.
+            let says_missing = |image: &str| {
+                error.contains(image) && (error.contains("not found") || error.contains("pull access denied"))
+            };
+            let error = match base_image_of_step(&step, build_args) {
+                Some(image) if !says_missing(&image) => {
+                    format!("base image {image} not found locally and pulling it failed: {error}")
                 }
-            }
+                _ => error,
+            };
+            return Err(EngineError::Build(error));
         }
         Ok(())
     }
@@ -379,16 +395,65 @@ fn is_not_found(e: &bollard::errors::Error) -> bool {
     is_status(e, 404)
 }
 
+/// The engine's own words for a failed call: its message, the error a stream carried, or the
+/// HTTP status where the engine gave no message.
 fn api_message(e: &bollard::errors::Error) -> String {
+    use bollard::errors::Error;
     match e {
-        bollard::errors::Error::DockerResponseServerError { message, .. } => message.trim().to_string(),
+        Error::DockerResponseServerError { status_code, message } if message.trim().is_empty() => {
+            format!("the container engine answered HTTP {status_code} without a message")
+        }
+        Error::DockerResponseServerError { message, .. } => message.trim().to_string(),
+        Error::DockerStreamError { error } if !error.trim().is_empty() => error.trim().to_string(),
         other => other.to_string(),
     }
 }
 
+/// Whether a build output line starts a step: Docker's `Step 2/5 : RUN ...` or Podman's
+/// `STEP 2/5: RUN ...`.
+fn is_step_line(line: &str) -> bool {
+    line.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("step ")) && line.contains(':')
+}
+
+/// The base image a `FROM` step line names, with `$VAR`/`${VAR}` from the build args filled
+/// in (the engine prints the line as written); `None` for other steps.
+fn base_image_of_step(step: &str, build_args: &HashMap<String, String>) -> Option<String> {
+    let (_, instruction) = step.split_once(':')?;
+    let mut words = instruction.split_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("from") {
+        return None;
+    }
+    let image = words.find(|w| !w.starts_with("--"))?;
+    Some(shellexpand::env_with_context_no_errors(image, |name| build_args.get(name)).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::split_image_tag;
+    use super::*;
+
+    #[test]
+    fn engine_messages_are_kept() {
+        use bollard::errors::Error;
+        let stream = Error::DockerStreamError { error: "pull access denied for nosuch\n".into() };
+        assert_eq!(api_message(&stream), "pull access denied for nosuch");
+        let empty = Error::DockerResponseServerError { status_code: 400, message: String::new() };
+        assert_eq!(api_message(&empty), "the container engine answered HTTP 400 without a message");
+        let said = Error::DockerResponseServerError { status_code: 500, message: "no space left".into() };
+        assert_eq!(api_message(&said), "no space left");
+    }
+
+    #[test]
+    fn base_image_of_a_from_step() {
+        let args = HashMap::from([("PYTHON_VERSION".to_string(), "4invalid-slim".to_string())]);
+        let image = |step: &str| base_image_of_step(step, &args);
+        assert_eq!(image("Step 2/5 : FROM python:${PYTHON_VERSION}").as_deref(), Some("python:4invalid-slim"));
+        assert_eq!(image("STEP 1/3: FROM python:$PYTHON_VERSION AS base").as_deref(), Some("python:4invalid-slim"));
+        assert_eq!(image("Step 1/3 : FROM --platform=linux/amd64 nginx:1").as_deref(), Some("nginx:1"));
+        assert_eq!(image("Step 1/3 : FROM x:${UNSET}").as_deref(), Some("x:${UNSET}"));
+        assert_eq!(image("Step 3/5 : RUN echo FROM x"), None);
+        assert!(is_step_line("Step 3/5 : RUN x") && is_step_line("STEP 3/5: RUN x"));
+        assert!(!is_step_line(" ---> Running in 1234") && !is_step_line("stepping: x"));
+    }
 
     #[test]
     fn image_tags() {

@@ -1,6 +1,7 @@
 //! Container options (`--copt key[=value]`) and how they map to the engine's container
 //! settings. Options that give a container power over the host are refused unless berth.toml
-//! allows them (`[container] allow_host_access = true`). Pure logic.
+//! allows them (`[container] allow_host_access = true`): host namespaces, volumes, privileged,
+//! and added capabilities outside Docker's default set. Pure logic.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -29,6 +30,51 @@ pub const KNOWN: &[&str] = &[
 
 /// Options that reach into the host: only with `allow_host_access`.
 pub const HOST_ACCESS: &[&str] = &["privileged", "network", "pid", "volume"];
+
+/// Capabilities `cap-add` may add without `allow_host_access`: Docker's default set, which
+/// every container already has unless dropped (so adding one back gives no new power).
+/// Anything else (SYS_ADMIN, NET_ADMIN, SYS_PTRACE, ALL, ...) needs `allow_host_access`.
+pub const HARMLESS_CAPABILITIES: &[&str] = &[
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "NET_RAW",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
+];
+
+/// A capability name as the engine takes it: upper case, without the `CAP_` prefix.
+fn capability_name(cap: &str) -> String {
+    let upper = cap.to_ascii_uppercase();
+    upper.strip_prefix("CAP_").map(str::to_string).unwrap_or(upper)
+}
+
+/// The `cap-add` list, refusing capabilities outside [`HARMLESS_CAPABILITIES`] unless
+/// `allow_host_access`.
+fn capabilities_to_add(caps: Vec<String>, allow_host_access: bool) -> Result<Vec<String>, String> {
+    let caps: Vec<String> = caps.iter().map(|c| capability_name(c)).collect();
+    if !allow_host_access {
+        let refused: Vec<&str> =
+            caps.iter().map(String::as_str).filter(|c| !HARMLESS_CAPABILITIES.contains(c)).collect();
+        if !refused.is_empty() {
+            return Err(format!(
+                "container option cap-add: {} would give the container power over the host and is refused \
+                 (allowed: {}); set [container] allow_host_access = true in berth.toml to allow it",
+                refused.join(", "),
+                HARMLESS_CAPABILITIES.join(", ")
+            ));
+        }
+    }
+    Ok(caps)
+}
 
 /// The engine settings a set of options produces.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -126,7 +172,7 @@ pub fn parse(options: &BTreeMap<String, String>, allow_host_access: bool) -> Res
                     h.tmpfs.insert(path.to_string(), opts.to_string());
                 }
             }
-            "cap-add" => h.cap_add = list(),
+            "cap-add" => h.cap_add = capabilities_to_add(list(), allow_host_access)?,
             "cap-drop" => h.cap_drop = list(),
             "add-host" => {
                 for item in list() {
@@ -230,5 +276,25 @@ mod tests {
         assert!(parse(&opts(&[("volume", "/etc:/host-etc")]), false).is_err());
         assert_eq!(parse(&opts(&[("privileged", "")]), true).unwrap().host.privileged, Some(true));
         assert!(parse(&opts(&[("label", "berth.app.id=x")]), false).is_err());
+    }
+
+    #[test]
+    fn cap_add_is_limited_to_the_default_set_unless_host_access() {
+        for caps in ["SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE", "ALL", "CAP_SYS_ADMIN", "sys_module", "CHOWN,NET_ADMIN"] {
+            let err = parse(&opts(&[("cap-add", caps)]), false).unwrap_err();
+            assert!(err.contains("cap-add") && err.contains("allow_host_access"), "{caps}: {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+        let err = parse(&opts(&[("cap-add", "CHOWN,SYS_ADMIN,SYS_PTRACE")]), false).unwrap_err();
+        assert!(err.contains("cap-add: SYS_ADMIN, SYS_PTRACE would"), "only the refused ones are named: {err}");
+        let o = parse(&opts(&[("cap-add", "NET_BIND_SERVICE, cap_chown,KILL")]), false).unwrap();
+        assert_eq!(o.host.cap_add, vec!["NET_BIND_SERVICE", "CHOWN", "KILL"]);
+        for cap in HARMLESS_CAPABILITIES {
+            assert!(parse(&opts(&[("cap-add", cap)]), false).is_ok(), "{cap}");
+        }
+        let o = parse(&opts(&[("cap-add", "SYS_ADMIN,NET_ADMIN,SYS_PTRACE")]), true).unwrap();
+        assert_eq!(o.host.cap_add, vec!["SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE"]);
+        // Dropping is always allowed: it only takes power away.
+        assert!(parse(&opts(&[("cap-drop", "ALL")]), false).is_ok());
     }
 }

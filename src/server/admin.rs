@@ -11,12 +11,15 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{
     AppList, ChangeResponse, CreateAppRequest, CreateAppResponse, DeleteResponse, ErrorBody, ParamsResponse,
     ReloadResponse, SpecInfo, SpecParam, VersionInfo,
 };
+use crate::apps::builder::{BuildLog, BuildStatus};
 use crate::apps::{AppError, Apps, ChangeOutcome, ConfigChange, VersionTarget};
 use crate::config::Config;
 
@@ -266,16 +269,21 @@ struct LogsQuery {
 
 async fn logs(State(s): State<Arc<AdminState>>, Query(q): Query<LogsQuery>) -> Result<Response, AppError> {
     if q.build {
-        let file = s.apps.build_log(&q.path)?;
-        let text = tokio::fs::read(&file).await.map_err(|e| AppError::Internal(e.into()))?;
-        let offset = text.len() as u64;
+        let BuildLog { file, mut status } = s.apps.build_log(&q.path)?;
+        // Decided before reading: a build that ends meanwhile has written its last line
+        // before its status says so, and the follower reads on until it has that line.
+        let running = status.borrow_and_update().as_ref().is_some_and(|st| !st.is_finished());
+        let io_err = |e: std::io::Error| AppError::Internal(e.into());
+        let mut log = tokio::fs::File::open(&file).await.map_err(io_err)?;
+        let mut text = Vec::new();
+        log.read_to_end(&mut text).await.map_err(io_err)?;
         let text = match q.lines {
             Some(n) => tail_lines(&text, n),
             None => text,
         };
         let first = futures_util::stream::once(async move { Ok::<_, std::io::Error>(bytes::Bytes::from(text)) });
-        let body = if q.follow && !build_finished(&file).await {
-            Body::from_stream(first.chain(follow_file(file, offset, s.stop.clone())))
+        let body = if q.follow && running {
+            Body::from_stream(first.chain(follow_build_log(log, status, s.stop.clone())))
         } else {
             Body::from_stream(first)
         };
@@ -307,41 +315,102 @@ fn tail_lines(text: &[u8], n: usize) -> Vec<u8> {
     text[start.unwrap_or(0)..].to_vec()
 }
 
-/// Whether a build log's last line says the build ended.
-async fn build_finished(file: &std::path::Path) -> bool {
-    ends_build(&tokio::fs::read(file).await.unwrap_or_default())
-}
+/// How often a followed build log is checked for new output.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
-fn ends_build(log: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(log);
-    let last = text.lines().last().unwrap_or("");
-    last.starts_with("built ") || last.starts_with("build failed")
-}
-
-/// New bytes of a growing build log until the build ends (or the server stops).
-fn follow_file(
-    file: std::path::PathBuf,
-    offset: u64,
+/// New bytes of a growing build log, read from where the reader is, until the build's status
+/// says it ended (succeeded, failed, timed out, cancelled) and the rest is read, or the
+/// server stops.
+fn follow_build_log(
+    log: tokio::fs::File,
+    status: watch::Receiver<Option<BuildStatus>>,
     stop: CancellationToken,
 ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
-    futures_util::stream::unfold((offset, false), move |(offset, done)| {
-        let (file, stop) = (file.clone(), stop.clone());
+    futures_util::stream::unfold(Some((log, status)), move |state| {
+        let stop = stop.clone();
         async move {
-            if done {
-                return None;
-            }
+            let (mut log, mut status) = state?;
             loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
-                    _ = stop.cancelled() => return None,
+                // Read after looking at the status: an ended build's last line is then read.
+                let ended = status.has_changed().is_err()
+                    || status.borrow_and_update().as_ref().is_none_or(BuildStatus::is_finished);
+                let mut chunk = Vec::new();
+                let read = async {
+                    // A new build recreated the file: start over at its beginning.
+                    if log.metadata().await?.len() < log.stream_position().await? {
+                        log.rewind().await?;
+                    }
+                    log.read_to_end(&mut chunk).await
+                };
+                if let Err(e) = read.await {
+                    return Some((Err(e), None));
                 }
-                let data = tokio::fs::read(&file).await.ok()?;
-                if (data.len() as u64) > offset {
-                    let finished = ends_build(&data);
-                    let chunk = bytes::Bytes::copy_from_slice(&data[offset as usize..]);
-                    return Some((Ok(chunk), (data.len() as u64, finished)));
+                if !chunk.is_empty() {
+                    return Some((Ok(bytes::Bytes::from(chunk)), (!ended).then_some((log, status))));
+                }
+                if ended {
+                    return None;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    _ = status.changed() => {}
+                    _ = tokio::time::sleep(FOLLOW_POLL) => {}
                 }
             }
         }
     })
+}
+
+#[cfg(test)]
+mod build_log_follow_tests {
+    use std::io::Write;
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+
+    use super::*;
+
+    /// Collects a followed log until it ends (bounded).
+    async fn collect(stream: impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>>) -> Option<String> {
+        let all = tokio::time::timeout(Duration::from_secs(5), stream.collect::<Vec<_>>()).await.ok()?;
+        Some(all.into_iter().map(|c| String::from_utf8(c.unwrap().to_vec()).unwrap()).collect())
+    }
+
+    #[tokio::test]
+    async fn follow_reads_only_new_bytes_and_ends_with_the_build() {
+        for end in [
+            BuildStatus::Succeeded,
+            BuildStatus::Failed { error: "x".into() },
+            BuildStatus::TimedOut { after: Duration::from_secs(1) },
+            BuildStatus::Cancelled,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("a.build.log");
+            let mut writer = std::fs::File::create(&path).unwrap();
+            writeln!(writer, "already read").unwrap();
+            let mut reader = tokio::fs::File::open(&path).await.unwrap();
+            reader.read_to_end(&mut Vec::new()).await.unwrap();
+            let (status, rx) = watch::channel(Some(BuildStatus::Running));
+            let follow = tokio::spawn(collect(follow_build_log(reader, rx, CancellationToken::new())));
+            writeln!(writer, "step 1").unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            writeln!(writer, "last line").unwrap();
+            status.send_replace(Some(end.clone()));
+            let text = follow.await.unwrap();
+            assert_eq!(text.as_deref(), Some("step 1\nlast line\n"), "{end:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn follow_ends_when_the_server_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.build.log");
+        std::fs::write(&path, "").unwrap();
+        let (_status, rx) = watch::channel(Some(BuildStatus::Running));
+        let stop = CancellationToken::new();
+        let follow =
+            tokio::spawn(collect(follow_build_log(tokio::fs::File::open(&path).await.unwrap(), rx, stop.clone())));
+        stop.cancel();
+        assert_eq!(follow.await.unwrap().as_deref(), Some(""));
+    }
 }
