@@ -28,7 +28,7 @@ use super::builder::Builder;
 use super::health;
 use super::plan::{ContainerPlan, ImageSource};
 use super::Variant;
-use crate::engine::{self, ContainerSpec, Engine, EngineError};
+use crate::engine::{self, ContainerAction, ContainerSpec, ContainerStatus, Engine, EngineError};
 use crate::secrets::Secrets;
 
 /// Lines of container output shown when a start fails.
@@ -366,8 +366,8 @@ impl ContainerRuntime {
         let id = self.find_or_create().await.map_err(StartAttempt::from)?;
         self.engine.start(&id).await.map_err(StartAttempt::from)?;
         let failed = |e: String| StartAttempt::Failed(e, Some(id.clone()));
-        let (running, addr) = self.engine.inspect(&id, self.plan.port).await.map_err(StartAttempt::from)?;
-        let addr = match (running, addr) {
+        let status = self.engine.inspect(&id, self.plan.port).await.map_err(StartAttempt::from)?;
+        let addr = match (status.running, status.upstream) {
             (true, Some(addr)) => addr,
             (false, _) => return Err(failed("the container exited right after it started".into())),
             (true, None) => return Err(failed(EngineError::NoPort(id.clone()).to_string())),
@@ -377,7 +377,7 @@ impl ContainerRuntime {
         let alive = || {
             let engine = engine.clone();
             let id = id.clone();
-            async move { engine.inspect(&id, port).await.map(|(running, _)| running).unwrap_or(false) }
+            async move { engine.inspect(&id, port).await.map(|s| s.running).unwrap_or(false) }
         };
         health::wait_ready(addr, &self.settings.health_url, deadline, alive).await.map_err(failed)?;
         Ok(addr)
@@ -448,7 +448,7 @@ impl ContainerRuntime {
             return;
         }
         match self.engine.inspect(id, self.plan.port).await {
-            Ok((true, Some(upstream))) => {
+            Ok(ContainerStatus { running: true, upstream: Some(upstream) }) => {
                 self.activity.touch();
                 self.state.send_replace(State::Running { upstream });
                 tracing::info!(app = %self.app_id, %upstream, "adopted running container");
@@ -488,18 +488,18 @@ impl ContainerRuntime {
     }
 
     /// An engine event about one of this app's containers.
-    pub fn on_container_event(&self, container_id: &str, action: &str) {
+    pub fn on_container_event(&self, container_id: &str, action: &ContainerAction) {
         if self.container_id().as_deref() != Some(container_id) {
             return;
         }
         match action {
-            "die" | "stop" | "kill" | "oom" | "destroy" => {
-                if action == "destroy" {
+            action if action.ends_run() => {
+                if *action == ContainerAction::Destroy {
                     *self.container_id.lock().unwrap() = None;
                 }
                 self.state.send_if_modified(|s| {
                     if matches!(s, State::Running { .. }) {
-                        tracing::info!(app = %self.app_id, action, "container exited; it starts again on the next request");
+                        tracing::info!(app = %self.app_id, ?action, "container exited; it starts again on the next request");
                         *s = State::Stopped;
                         true
                     } else {
@@ -514,9 +514,12 @@ impl ContainerRuntime {
     /// Checks a running app against the engine (after the event stream was interrupted).
     pub async fn resync(&self) {
         let Some(id) = self.container_id() else { return };
-        let running = matches!(self.engine.inspect(&id, self.plan.port).await, Ok((true, Some(_))));
+        let running = matches!(
+            self.engine.inspect(&id, self.plan.port).await,
+            Ok(ContainerStatus { running: true, upstream: Some(_) })
+        );
         if !running {
-            self.on_container_event(&id, "die");
+            self.on_container_event(&id, &ContainerAction::Die { exit_code: None });
         }
     }
 
