@@ -10,6 +10,7 @@ pub mod builder;
 mod create;
 mod events;
 pub mod health;
+pub mod lifecycle;
 pub mod plan;
 pub mod reaper;
 mod retire;

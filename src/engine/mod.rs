@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
+use tokio::sync::watch;
 
 pub mod docker;
 pub mod fake;
@@ -188,25 +189,50 @@ pub trait ContainerEngine: Send + Sync {
     ) -> BoxStream<'static, Result<bytes::Bytes, EngineError>>;
 }
 
-/// The engine handle everyone holds: cheap to clone, dereferences to the trait.
+/// The engine handle everyone holds: cheap to clone, dereferences to the trait. It also
+/// carries whether the engine is known to answer, shared by all clones: whoever sees it
+/// unreachable says so ([`Engine::report_unavailable`]), one monitor pings it until it answers
+/// and marks it available again.
 #[derive(Clone)]
-pub struct Engine(Arc<dyn ContainerEngine>);
+pub struct Engine {
+    inner: Arc<dyn ContainerEngine>,
+    available: Arc<watch::Sender<bool>>,
+}
 
 impl std::ops::Deref for Engine {
     type Target = dyn ContainerEngine;
     fn deref(&self) -> &Self::Target {
-        &*self.0
+        &*self.inner
     }
 }
 
 impl Engine {
     pub fn new(engine: Arc<dyn ContainerEngine>) -> Engine {
-        Engine(engine)
+        Engine { inner: engine, available: Arc::new(watch::Sender::new(true)) }
+    }
+
+    /// Marks the engine unreachable (wakes the monitor); returns whether it was thought up.
+    pub fn report_unavailable(&self) -> bool {
+        self.available.send_if_modified(|up| std::mem::replace(up, false))
+    }
+
+    /// Marks the engine reachable again; returns whether it was thought down.
+    pub fn report_available(&self) -> bool {
+        self.available.send_if_modified(|up| !std::mem::replace(up, true))
+    }
+
+    pub fn is_available(&self) -> bool {
+        *self.available.borrow()
+    }
+
+    /// Follows the engine's availability.
+    pub fn availability(&self) -> watch::Receiver<bool> {
+        self.available.subscribe()
     }
 
     /// Connects to a Docker or Podman API endpoint (empty: `DOCKER_HOST` or the default socket).
     pub async fn connect(endpoint: &str) -> Result<Engine, EngineError> {
-        Ok(Engine(Arc::new(docker::DockerEngine::connect(endpoint).await?)))
+        Ok(Engine::new(Arc::new(docker::DockerEngine::connect(endpoint).await?)))
     }
 
     /// [`ContainerEngine::build`] with any closure as the line sink.
@@ -218,12 +244,12 @@ impl Engine {
         build_args: &HashMap<String, String>,
         mut on_line: impl FnMut(&str) + Send,
     ) -> Result<(), EngineError> {
-        self.0.build(context, tag, containerfile, build_args, &mut on_line).await
+        self.inner.build(context, tag, containerfile, build_args, &mut on_line).await
     }
 
     /// The last `lines` lines of the container's output as text, for error messages.
     pub async fn log_tail(&self, id: &str, lines: usize) -> String {
-        let chunks: Vec<_> = self.0.logs(id, Some(lines), false).take(lines * 4).collect().await;
+        let chunks: Vec<_> = self.inner.logs(id, Some(lines), false).take(lines * 4).collect().await;
         let mut text = String::new();
         for chunk in chunks.into_iter().flatten() {
             text.push_str(&String::from_utf8_lossy(&chunk));
