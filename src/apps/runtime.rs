@@ -494,3 +494,6 @@ impl ContainerRuntime {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
     }
 }
+
+#[cfg(test)]
+mod tests;
