@@ -119,3 +119,85 @@ async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
     berth.ensure(exit.code() == Some(0), format!("server exit status after SIGTERM: {exit:?}"));
     berth.ensure(!berth.home_path.join("run/berth.sock").exists(), "the admin socket is removed at shutdown");
 }
+
+/// A stand-in for the engine's socket that can go away and come back: forwards every
+/// connection on its own unix socket to the real engine's.
+struct EngineSocket {
+    path: std::path::PathBuf,
+    tasks: Option<tokio::task::JoinSet<()>>,
+}
+
+impl EngineSocket {
+    fn new(dir: &std::path::Path) -> EngineSocket {
+        let mut socket = EngineSocket { path: dir.join("engine.sock"), tasks: None };
+        socket.up();
+        socket
+    }
+
+    fn endpoint(&self) -> String {
+        format!("unix://{}", self.path.display())
+    }
+
+    /// The engine answers (again).
+    fn up(&mut self) {
+        let listener = tokio::net::UnixListener::bind(&self.path).expect("bind the engine stand-in socket");
+        let mut tasks = tokio::task::JoinSet::new();
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(tokio::task::JoinSet::new()));
+        let held = conns.clone();
+        tasks.spawn(async move {
+            let _held = held;
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else { return };
+                conns.lock().unwrap().spawn(async move {
+                    let Ok(mut engine) = tokio::net::UnixStream::connect("/var/run/docker.sock").await else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                });
+            }
+        });
+        self.tasks = Some(tasks);
+    }
+
+    /// The engine is gone: open connections are cut and new ones refused.
+    fn down(&mut self) {
+        drop(self.tasks.take());
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_outage_answers_503_without_backoff_and_starts_within_a_second_of_its_return() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = EngineSocket::new(dir.path());
+    let berth = Berth::start_with(&format!("failure_backoff_secs = 30\n[engine]\nendpoint = \"{}\"", engine.endpoint()));
+    let id = berth.create_image_app("nginx", 80, "/web", &[]);
+    let client = berth.client(&[]);
+    let url = berth.http_url("localhost", "/web/");
+
+    engine.down();
+    for _ in 0..3 {
+        let resp = client.get(&url).send().await.expect("request during the outage");
+        let status = resp.status();
+        let retry_after = resp.headers().get("retry-after").cloned();
+        let body = resp.text().await.unwrap();
+        berth.ensure(status == 503, format!("expected 503 while the engine is down, got {status}: {body}"));
+        berth.ensure(body.contains("container engine unavailable"), format!("the 503 says why: {body}"));
+        berth.ensure(retry_after.is_some(), "the 503 carries Retry-After");
+    }
+    berth.ensure(berth.app_state("/web") != "failed", "an unreachable engine is not an app failure");
+
+    engine.up();
+    let back = Instant::now();
+    let mut first_ok = None;
+    while back.elapsed() < Duration::from_secs(10) {
+        if let Ok(resp) = client.get(&url).send().await {
+            if resp.status() == 200 {
+                first_ok = Some(back.elapsed());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = first_ok.unwrap_or_else(|| berth.fail("no 200 within 10 s of the engine answering again"));
+    berth.ensure(took < Duration::from_secs(1), format!("first 200 {took:?} after the engine answered again"));
+    berth.ensure(berth.containers(&id).len() == 1, "one container");
+}
