@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use super::runtime::ContainerRuntime;
@@ -24,7 +25,19 @@ pub fn spawn_watcher(apps: &Arc<Apps>) {
     };
     let label = (engine::LABEL_INSTANCE.to_string(), apps.instance.clone());
     apps.tasks.spawn(watch_events(apps.engine.clone(), label, runtimes.clone(), apps.cancel.clone()));
-    apps.tasks.spawn(watch_availability(apps.engine.clone(), runtimes, apps.cancel.clone()));
+    let adopt = {
+        let apps = Arc::downgrade(apps);
+        move || {
+            let apps = apps.clone();
+            async move {
+                if let Some(apps) = apps.upgrade() {
+                    apps.adopt_if_pending().await;
+                }
+            }
+            .boxed()
+        }
+    };
+    apps.tasks.spawn(watch_availability(apps.engine.clone(), runtimes, adopt, apps.cancel.clone()));
 }
 
 /// Follows the engine's container events for `label` and hands them to every runtime. When
@@ -78,10 +91,12 @@ pub async fn watch_events(
 }
 
 /// Whenever the engine is reported unreachable, pings it every [`PING_EVERY`] until it
-/// answers, marks it available and tells every runtime.
+/// answers, runs `before_back` (boot adoption, if it is pending), marks it available and tells
+/// every runtime.
 pub async fn watch_availability(
     engine: Engine,
     runtimes: impl Fn() -> Vec<Arc<ContainerRuntime>>,
+    before_back: impl Fn() -> BoxFuture<'static, ()>,
     cancel: CancellationToken,
 ) {
     let mut available = engine.availability();
@@ -101,6 +116,7 @@ pub async fn watch_availability(
                 _ = cancel.cancelled() => return,
             }
         }
+        before_back().await;
         if engine.report_available() && down_since.elapsed() > PING_EVERY {
             tracing::info!(down_ms = down_since.elapsed().as_millis() as u64, "the container engine answers again");
         }

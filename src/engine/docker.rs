@@ -44,20 +44,55 @@ impl From<bollard::errors::Error> for EngineError {
     }
 }
 
+/// The bollard client, connected (and its API version negotiated) at the first call the engine
+/// answers: a server started while the engine is down connects once it is up.
 pub struct DockerEngine {
-    docker: Docker,
+    /// As configured (empty: the environment's default).
+    configured: String,
+    /// As shown in messages: the configured endpoint, or the default it stands for.
     endpoint: String,
+    client: std::sync::Mutex<Option<Docker>>,
 }
 
 impl DockerEngine {
-    /// Connects and negotiates the API version (Debian's engine speaks 1.41, Podman 4.x 1.41).
-    pub async fn connect(endpoint: &str) -> Result<DockerEngine, EngineError> {
+    /// An engine at `endpoint` (empty: `DOCKER_HOST` or the default socket), not yet connected.
+    pub fn new(endpoint: &str) -> DockerEngine {
         let shown = if endpoint.is_empty() {
             std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
         } else {
             endpoint.to_string()
         };
-        let connect_err = |source| EngineError::Connect { endpoint: shown.clone(), source };
+        DockerEngine { configured: endpoint.to_string(), endpoint: shown, client: std::sync::Mutex::new(None) }
+    }
+
+    /// Connects and negotiates the API version (Debian's engine speaks 1.41, Podman 4.x 1.41).
+    pub async fn connect(endpoint: &str) -> Result<DockerEngine, EngineError> {
+        let engine = DockerEngine::new(endpoint);
+        engine.client().await?;
+        Ok(engine)
+    }
+
+    /// The client if it is connected (streams do not connect: the monitor's ping does).
+    fn connected(&self) -> Result<Docker, EngineError> {
+        self.client.lock().unwrap().clone().ok_or_else(|| {
+            EngineError::Unavailable(format!("not connected to the container engine at {} yet", self.endpoint))
+        })
+    }
+
+    /// The connected client, connecting first if needed. An engine that cannot be reached is
+    /// [`EngineError::Unavailable`]; an endpoint that cannot work is [`EngineError::Connect`].
+    async fn client(&self) -> Result<Docker, EngineError> {
+        if let Some(docker) = self.client.lock().unwrap().clone() {
+            return Ok(docker);
+        }
+        let connect_err = |source: bollard::errors::Error| match EngineError::from(source) {
+            EngineError::Unavailable(reason) => {
+                EngineError::Unavailable(format!("cannot reach the container engine at {}: {reason}", self.endpoint))
+            }
+            EngineError::Api(source) => EngineError::Connect { endpoint: self.endpoint.clone(), source },
+            other => other,
+        };
+        let endpoint = self.configured.as_str();
         let docker = if endpoint.is_empty() {
             Docker::connect_with_defaults()
         } else if let Some(path) = endpoint.strip_prefix("unix://") {
@@ -69,9 +104,10 @@ impl DockerEngine {
             Docker::connect_with_http(&http, CLIENT_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
         }
         .map_err(connect_err)?;
-        let docker = docker.negotiate_version().await.map_err(connect_err)?;
-        docker.ping().await.map_err(connect_err)?;
-        Ok(DockerEngine { docker, endpoint: shown })
+        let docker = bounded(CONTROL_TIMEOUT, docker.negotiate_version()).await?.map_err(connect_err)?;
+        bounded(CONTROL_TIMEOUT, docker.ping()).await?.map_err(connect_err)?;
+        *self.client.lock().unwrap() = Some(docker.clone());
+        Ok(docker)
     }
 }
 
@@ -92,12 +128,12 @@ impl ContainerEngine for DockerEngine {
     }
 
     async fn ping(&self) -> Result<(), EngineError> {
-        bounded(Duration::from_secs(2), self.docker.ping()).await??;
+        bounded(Duration::from_secs(2), self.client().await?.ping()).await??;
         Ok(())
     }
 
     async fn image_exists(&self, image: &str) -> Result<bool, EngineError> {
-        match bounded(CONTROL_TIMEOUT, self.docker.inspect_image(image)).await? {
+        match bounded(CONTROL_TIMEOUT, self.client().await?.inspect_image(image)).await? {
             Ok(_) => Ok(true),
             Err(e) if is_not_found(&e) => Ok(false),
             Err(e) => Err(e.into()),
@@ -110,7 +146,7 @@ impl ContainerEngine for DockerEngine {
         }
         let (from_image, tag) = split_image_tag(image);
         let opts = CreateImageOptions { from_image, tag, ..Default::default() };
-        let mut pull = self.docker.create_image(Some(opts), None, None);
+        let mut pull = self.client().await?.create_image(Some(opts), None, None);
         while let Some(item) = pull.next().await {
             match item {
                 Ok(info) => {
@@ -158,7 +194,8 @@ impl ContainerEngine for DockerEngine {
             forcerm: true,
             ..Default::default()
         };
-        let mut stream = self.docker.build_image(opts, None, Some(context.into()));
+        let docker = self.client().await?;
+        let mut stream = docker.build_image(opts, None, Some(context.into()));
         while let Some(item) = stream.next().await {
             match item {
                 Ok(info) => {
@@ -184,7 +221,7 @@ impl ContainerEngine for DockerEngine {
 
     async fn remove_image(&self, image: &str) -> Result<bool, EngineError> {
         let opts = RemoveImageOptions { force: false, noprune: false };
-        match bounded(CONTROL_TIMEOUT, self.docker.remove_image(image, Some(opts), None)).await? {
+        match bounded(CONTROL_TIMEOUT, self.client().await?.remove_image(image, Some(opts), None)).await? {
             Ok(_) => Ok(true),
             Err(e) if is_not_found(&e) || is_status(&e, 409) => Ok(false),
             Err(e) => Err(e.into()),
@@ -216,7 +253,9 @@ impl ContainerEngine for DockerEngine {
             ..Default::default()
         };
         let opts = CreateContainerOptions { name: spec.name.clone(), platform: None };
-        match bounded(CONTROL_TIMEOUT, self.docker.create_container(Some(opts.clone()), config.clone())).await? {
+        match bounded(CONTROL_TIMEOUT, self.client().await?.create_container(Some(opts.clone()), config.clone()))
+            .await?
+        {
             Ok(created) => Ok(created.id),
             Err(e) if is_status(&e, 409) => Err(EngineError::Removing(spec.name.clone())),
             // Podman without catatonit (and engines without docker-init) refuse `init`: run
@@ -231,14 +270,16 @@ impl ContainerEngine for DockerEngine {
                 if let Some(hc) = config.host_config.as_mut() {
                     hc.init = Some(false);
                 }
-                Ok(bounded(CONTROL_TIMEOUT, self.docker.create_container(Some(opts), config)).await??.id)
+                Ok(bounded(CONTROL_TIMEOUT, self.client().await?.create_container(Some(opts), config)).await??.id)
             }
             Err(e) => Err(e.into()),
         }
     }
 
     async fn start(&self, id: &str) -> Result<(), EngineError> {
-        match bounded(CONTROL_TIMEOUT, self.docker.start_container(id, None::<StartContainerOptions<String>>)).await? {
+        match bounded(CONTROL_TIMEOUT, self.client().await?.start_container(id, None::<StartContainerOptions<String>>))
+            .await?
+        {
             Ok(()) => Ok(()),
             Err(e) if is_status(&e, 304) => Ok(()),
             Err(e) if is_not_found(&e) => Err(EngineError::NotFound(id.into())),
@@ -250,7 +291,7 @@ impl ContainerEngine for DockerEngine {
     async fn stop(&self, id: &str, timeout_secs: u64) -> Result<(), EngineError> {
         let opts = StopContainerOptions { t: timeout_secs as i64 };
         let limit = CONTROL_TIMEOUT + Duration::from_secs(timeout_secs);
-        match bounded(limit, self.docker.stop_container(id, Some(opts))).await? {
+        match bounded(limit, self.client().await?.stop_container(id, Some(opts))).await? {
             Ok(()) => Ok(()),
             Err(e) if is_status(&e, 304) => Ok(()),
             Err(e) if is_not_found(&e) => Err(EngineError::NotFound(id.into())),
@@ -259,7 +300,7 @@ impl ContainerEngine for DockerEngine {
     }
 
     async fn pause(&self, id: &str) -> Result<(), EngineError> {
-        match bounded(CONTROL_TIMEOUT, self.docker.pause_container(id)).await? {
+        match bounded(CONTROL_TIMEOUT, self.client().await?.pause_container(id)).await? {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Err(EngineError::NotFound(id.into())),
             Err(e) => Err(e.into()),
@@ -267,7 +308,7 @@ impl ContainerEngine for DockerEngine {
     }
 
     async fn unpause(&self, id: &str) -> Result<(), EngineError> {
-        match bounded(CONTROL_TIMEOUT, self.docker.unpause_container(id)).await? {
+        match bounded(CONTROL_TIMEOUT, self.client().await?.unpause_container(id)).await? {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Err(EngineError::NotFound(id.into())),
             Err(e) => Err(e.into()),
@@ -276,7 +317,7 @@ impl ContainerEngine for DockerEngine {
 
     async fn remove(&self, id: &str) -> Result<(), EngineError> {
         let opts = RemoveContainerOptions { force: true, v: true, ..Default::default() };
-        match bounded(CONTROL_TIMEOUT, self.docker.remove_container(id, Some(opts))).await? {
+        match bounded(CONTROL_TIMEOUT, self.client().await?.remove_container(id, Some(opts))).await? {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) if is_status(&e, 409) => Ok(()), // removal already in progress
@@ -286,7 +327,9 @@ impl ContainerEngine for DockerEngine {
 
     async fn inspect(&self, id: &str, port: u16) -> Result<ContainerStatus, EngineError> {
         let info =
-            match bounded(CONTROL_TIMEOUT, self.docker.inspect_container(id, None::<InspectContainerOptions>)).await? {
+            match bounded(CONTROL_TIMEOUT, self.client().await?.inspect_container(id, None::<InspectContainerOptions>))
+                .await?
+            {
                 Ok(info) => info,
                 Err(e) if is_not_found(&e) => return Err(EngineError::NotFound(id.into())),
                 Err(e) => return Err(e.into()),
@@ -313,7 +356,7 @@ impl ContainerEngine for DockerEngine {
     async fn list_labelled(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerSummary>, EngineError> {
         let filters = HashMap::from([("label".to_string(), labels.iter().map(|(k, v)| format!("{k}={v}")).collect())]);
         let opts = ListContainersOptions { all: true, filters, ..Default::default() };
-        let list = bounded(CONTROL_TIMEOUT, self.docker.list_containers(Some(opts))).await??;
+        let list = bounded(CONTROL_TIMEOUT, self.client().await?.list_containers(Some(opts))).await??;
         Ok(list
             .into_iter()
             .map(|c| ContainerSummary {
@@ -328,7 +371,8 @@ impl ContainerEngine for DockerEngine {
     async fn stats(&self, id: &str) -> Result<ContainerStats, EngineError> {
         // Not one-shot: the engine takes two samples, so the CPU load can be computed.
         let opts = StatsOptions { stream: false, one_shot: false };
-        let mut stream = self.docker.stats(id, Some(opts));
+        let docker = self.client().await?;
+        let mut stream = docker.stats(id, Some(opts));
         let stats = match bounded(CONTROL_TIMEOUT, async { stream.next().await.transpose() }).await? {
             Ok(Some(stats)) => stats,
             Ok(None) => return Err(EngineError::NotFound(id.into())),
@@ -352,7 +396,11 @@ impl ContainerEngine for DockerEngine {
             ("label".to_string(), vec![format!("{}={}", label.0, label.1)]),
         ]);
         let opts = EventsOptions::<String> { since: None, until: None, filters };
-        self.docker
+        let docker = match self.connected() {
+            Ok(docker) => docker,
+            Err(e) => return futures_util::stream::once(async move { Err(e) }).boxed(),
+        };
+        docker
             .events(Some(opts))
             .map_err(EngineError::from)
             .map_ok(|ev| {
@@ -379,7 +427,11 @@ impl ContainerEngine for DockerEngine {
             tail: tail.map(|n| n.to_string()).unwrap_or_else(|| "all".into()),
             ..Default::default()
         };
-        self.docker
+        let docker = match self.connected() {
+            Ok(docker) => docker,
+            Err(e) => return futures_util::stream::once(async move { Err(e) }).boxed(),
+        };
+        docker
             .logs(id, Some(opts))
             .map_err(EngineError::from)
             .map_ok(|out| match out {
@@ -432,15 +484,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_dead_socket_is_unavailable() {
+    async fn an_engine_that_does_not_answer_is_unavailable() {
         // A socket file nobody listens on: connection refused.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("engine.sock");
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
-        let docker = Docker::connect_with_unix(path.to_str().unwrap(), 5, bollard::API_DEFAULT_VERSION).unwrap();
-        let engine = DockerEngine { docker, endpoint: path.display().to_string() };
-        let err = engine.inspect("x", 80).await.unwrap_err();
-        assert!(err.is_unavailable(), "{err:?}");
+        let endpoint = format!("unix://{}", path.display());
+        let err = DockerEngine::connect(&endpoint).await.err().expect("nothing listens");
+        assert!(matches!(err, EngineError::Unavailable(_)), "{err:?}");
+        assert!(err.to_string().contains(&endpoint), "{err}");
+        let engine = DockerEngine::new(&endpoint);
+        assert!(engine.inspect("x", 80).await.unwrap_err().is_unavailable());
         assert!(engine.ping().await.unwrap_err().is_unavailable());
+        std::fs::remove_file(&path).unwrap();
+        assert!(engine.list_labelled(&[]).await.unwrap_err().is_unavailable(), "a missing socket too");
+        assert!(engine.events(("a", "b")).next().await.unwrap().unwrap_err().is_unavailable());
     }
 }

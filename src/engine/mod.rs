@@ -235,6 +235,20 @@ impl Engine {
         Ok(Engine::new(Arc::new(docker::DockerEngine::connect(endpoint).await?)))
     }
 
+    /// Like [`Engine::connect`], but an engine that does not answer yet is no error: the handle
+    /// starts out unavailable (so the monitor pings it) and connects once the engine answers.
+    pub async fn open(endpoint: &str) -> Result<Engine, EngineError> {
+        match Engine::connect(endpoint).await {
+            Err(EngineError::Unavailable(reason)) => {
+                tracing::warn!("{reason}; starting anyway: apps are adopted and started once it answers");
+                let engine = Engine::new(Arc::new(docker::DockerEngine::new(endpoint)));
+                engine.report_unavailable();
+                Ok(engine)
+            }
+            other => other,
+        }
+    }
+
     /// [`ContainerEngine::build`] with any closure as the line sink.
     pub async fn build(
         &self,

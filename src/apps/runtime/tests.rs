@@ -94,7 +94,8 @@ impl Harness {
         let runtimes = move || vec![rt.clone()];
         let label = (engine::LABEL_INSTANCE.to_string(), "inst".to_string());
         tokio::spawn(events::watch_events(self.engine.clone(), label, runtimes.clone(), self.cancel.clone()));
-        tokio::spawn(events::watch_availability(self.engine.clone(), runtimes, self.cancel.clone()));
+        let nothing = || futures_util::FutureExt::boxed(async {});
+        tokio::spawn(events::watch_availability(self.engine.clone(), runtimes, nothing, self.cancel.clone()));
     }
 
     async fn request(&self) -> Result<SocketAddr, StartError> {
