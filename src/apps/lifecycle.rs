@@ -435,6 +435,10 @@ mod tests {
         };
         let s = step(&s, Event::EngineBack, now);
         assert_eq!(transition(&s, Event::Request, now).1, vec![Effect::SpawnStart]);
+        assert_eq!(
+            transition(&running("c"), Event::EngineBack, now).1,
+            vec![Effect::Resync { container_id: "c".into() }]
+        );
         let build = Lifecycle { phase: Phase::Failed { error: "x".into(), retry_at: None }, ..Lifecycle::new(POLICY) };
         assert_eq!(step(&build, Event::EngineBack, now), build, "a failed build waits for a reload");
     }

@@ -483,6 +483,15 @@ mod tests {
         assert_eq!(split_image_tag("127.0.0.1:5055/app:v2"), ("127.0.0.1:5055/app".into(), "v2".into()));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_control_call_without_answer_is_unavailable_after_the_bound() {
+        let started = tokio::time::Instant::now();
+        let hung = std::future::pending::<Result<(), bollard::errors::Error>>();
+        let err = bounded(CONTROL_TIMEOUT, hung).await.unwrap_err();
+        assert!(err.is_unavailable(), "{err}");
+        assert_eq!(started.elapsed(), CONTROL_TIMEOUT);
+    }
+
     #[tokio::test]
     async fn an_engine_that_does_not_answer_is_unavailable() {
         // A socket file nobody listens on: connection refused.
