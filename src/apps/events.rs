@@ -41,8 +41,8 @@ pub fn spawn_watcher(apps: &Arc<Apps>) {
 }
 
 /// Follows the engine's container events for `label` and hands them to every runtime. When
-/// the stream ends, reports the engine possibly unreachable, waits until it answers, then
-/// reconnects and has every runtime resync.
+/// the stream ends, reports the engine unreachable if it does not answer a ping, waits until
+/// it answers, then reconnects and has every runtime resync.
 pub async fn watch_events(
     engine: Engine,
     label: (String, String),
@@ -76,8 +76,13 @@ pub async fn watch_events(
                 None => break,
             }
         }
-        // The monitor pings and says when the engine answers (at once, if it never left).
-        engine.report_unavailable();
+        // Events may have been missed either way; an engine that does not answer is the
+        // monitor's to watch, and the stream is reopened once it answers.
+        if let Err(e) = engine.ping().await {
+            if engine.report_unavailable() {
+                tracing::warn!("the container engine does not answer: {e}");
+            }
+        }
         let mut available = engine.availability();
         tokio::select! {
             _ = available.wait_for(|up| *up) => {}

@@ -127,17 +127,20 @@ impl ContainerRuntime {
     fn apply(&self, event: Event) -> (Lifecycle, Vec<Effect>) {
         let now = Instant::now();
         let mut out = None;
+        let mut from = "";
         self.state.send_if_modified(|s| {
             let (next, effects) = lifecycle::transition(s, event, now);
             let changed = next != *s;
-            if next.phase != s.phase {
-                tracing::debug!(app = %self.app_id, variant = self.variant.name(), from = s.name(), to = next.name(), "lifecycle");
-            }
+            from = s.name();
             *s = next.clone();
             out = Some((next, effects));
             changed
         });
-        out.expect("send_if_modified runs the closure")
+        let (state, effects) = out.expect("send_if_modified runs the closure");
+        if state.name() != from {
+            tracing::debug!(app = %self.app_id, variant = self.variant.name(), from, to = state.name(), "lifecycle");
+        }
+        (state, effects)
     }
 
     /// Applies an event and carries out its effects.
