@@ -1,5 +1,7 @@
 //! Failure and shutdown behaviour: a container that cannot start answers 502 with its log tail
-//! and is not retried during the backoff; SIGTERM lets an in-flight request finish and exits 0.
+//! and is not retried during the backoff; SIGTERM lets an in-flight request finish and exits 0;
+//! an engine outage (a socket stand-in that goes away) answers 503 without backoff, and the app
+//! serves soon after the engine answers again, also when the server started during the outage.
 
 mod common;
 

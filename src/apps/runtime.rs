@@ -298,10 +298,14 @@ impl ContainerRuntime {
         let deadline = Instant::now() + self.settings.start_timeout;
         match tokio::time::timeout_at(deadline, self.start_container(deadline)).await {
             Ok(result) => result,
-            Err(_) => Err((
-                FailureKind::App,
-                format!("the container did not become ready within {}s", self.settings.start_timeout.as_secs()),
-            )),
+            // A hung engine is an outage, not the app's failure.
+            Err(_) => match self.engine.ping().await {
+                Err(e) if e.is_unavailable() => Err((FailureKind::EngineUnavailable, e.to_string())),
+                _ => Err((
+                    FailureKind::App,
+                    format!("the container did not become ready within {}s", self.settings.start_timeout.as_secs()),
+                )),
+            },
         }
     }
 

@@ -362,3 +362,19 @@ async fn adoption_serves_a_running_container_at_once() {
     h.request().await.unwrap();
     assert_eq!(h.fake.calls(Call::Start), 1, "no second start");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_engine_ends_the_start_at_the_start_timeout_as_an_outage() {
+    let h = Harness::new("200 OK").await;
+    h.fake.hold(Call::Start);
+    let rt = h.rt.clone();
+    let request = tokio::spawn(async move { rt.ensure_running(true).await.map(|(a, _)| a) });
+    h.fake.wait_calls(Call::Start, 1).await;
+    h.fake.set_unavailable(true);
+    let started = Instant::now();
+    let r = request.await.unwrap();
+    assert!(matches!(r, Err(StartError::Timeout | StartError::EngineUnavailable { .. })), "{r:?}");
+    h.wait_phase("engine-unavailable").await;
+    assert!(started.elapsed() <= START_TIMEOUT);
+    assert_eq!(h.rt.state().failures, 0);
+}
