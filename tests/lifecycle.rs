@@ -253,3 +253,84 @@ async fn a_server_started_while_the_engine_is_down_adopts_and_serves_once_it_ans
     berth.ensure(took < Duration::from_secs(1), format!("first 200 {took:?} after the engine answered"));
     berth.ensure(berth.single_container(&id) == container, "the running container was adopted, not replaced");
 }
+
+/// The Docker implementation of the engine trait against the real engine: typed events (with
+/// the exit code), pause and unpause, a stats sample, inspect after removal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docker_engine_reports_typed_events_and_stats() {
+    use berth::engine::{ContainerAction, ContainerSpec, Engine, EngineError};
+    use futures_util::StreamExt;
+
+    let engine = Engine::connect("").await.expect("connect to the engine");
+    let marker = common::nonce();
+    let spec = ContainerSpec {
+        name: format!("berth-engine-test-{marker}"),
+        image: "nginx".into(),
+        port: 80,
+        env: vec![],
+        labels: std::collections::HashMap::from([("berth.test".to_string(), marker.clone())]),
+        init: false,
+        options: Default::default(),
+    };
+    // The subscription starts when the stream is first polled: collect in a task, and create
+    // the container again if its `create` came before the subscription.
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let mut stream = engine.events(("berth.test", &marker));
+    tokio::spawn(async move {
+        while let Some(ev) = stream.next().await {
+            if tx.send(ev).is_err() {
+                return;
+            }
+        }
+    });
+    let mut id = String::new();
+    for attempt in 0..5 {
+        let spec = ContainerSpec { name: format!("{}-{attempt}", spec.name), ..spec.clone() };
+        id = engine.create(&spec).await.expect("create");
+        let first = tokio::time::timeout(Duration::from_secs(2), events.recv()).await;
+        if let Ok(Some(Ok(ev))) = first {
+            assert_eq!((ev.container_id.as_str(), ev.action), (id.as_str(), ContainerAction::Create));
+            break;
+        }
+        engine.remove(&id).await.unwrap();
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await {}
+    }
+    let cleanup = scopeguard(id.clone());
+    engine.start(&id).await.expect("start");
+    let listed = engine.list_labelled(&[("berth.test", &marker)]).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    engine.pause(&id).await.expect("pause");
+    engine.unpause(&id).await.expect("unpause");
+    let stats = engine.stats(&id).await.expect("stats");
+    assert!(stats.memory_bytes > 0, "{stats:?}");
+    engine.stop(&id, 1).await.expect("stop");
+    engine.remove(&id).await.expect("remove");
+    assert!(matches!(engine.inspect(&id, 80).await, Err(EngineError::NotFound(_))));
+    let mut seen = vec![ContainerAction::Create];
+    while !seen.contains(&ContainerAction::Destroy) {
+        let ev = tokio::time::timeout(Duration::from_secs(10), events.recv()).await;
+        let ev = ev.expect("events within 10 s").expect("the stream stays open").expect("an event");
+        assert_eq!(ev.container_id, id);
+        seen.push(ev.action);
+    }
+    drop(cleanup);
+    for expected in [ContainerAction::Create, ContainerAction::Start, ContainerAction::Pause, ContainerAction::Unpause]
+    {
+        assert!(seen.contains(&expected), "{expected:?} in {seen:?}");
+    }
+    assert!(
+        seen.iter().any(|a| matches!(a, ContainerAction::Die { exit_code: Some(_) })),
+        "a die event with its exit code in {seen:?}"
+    );
+}
+
+/// Removes the container when a test ends early.
+fn scopeguard(id: String) -> impl Drop {
+    struct Remove(String);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker").args(["rm", "-f", &self.0]).output();
+        }
+    }
+    Remove(id)
+}
