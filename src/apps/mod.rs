@@ -10,6 +10,7 @@ pub mod builder;
 mod create;
 mod events;
 pub mod health;
+pub mod lifecycle;
 pub mod plan;
 pub mod reaper;
 mod retire;
@@ -217,6 +218,8 @@ pub struct Apps {
     admin: tokio::sync::Mutex<()>,
     tasks: TaskTracker,
     cancel: CancellationToken,
+    /// Boot adoption ran (it waits for the engine when the server starts while it is down).
+    adopted: std::sync::atomic::AtomicBool,
 }
 
 impl Apps {
@@ -253,6 +256,7 @@ impl Apps {
             admin: tokio::sync::Mutex::new(()),
             tasks: TaskTracker::new(),
             cancel: CancellationToken::new(),
+            adopted: std::sync::atomic::AtomicBool::new(false),
         });
         for record in apps.store.list_apps().await? {
             match apps.assemble(record.clone()) {
@@ -262,7 +266,14 @@ impl Apps {
                 Err(e) => tracing::error!(app = %record.path, "app cannot be served: {e}"),
             }
         }
-        apps.adopt_containers().await?;
+        match apps.adopt_containers().await {
+            Ok(()) => {}
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!("cannot adopt containers yet: {e}; adopting them once the engine answers");
+                apps.engine.report_unavailable();
+            }
+            Err(e) => return Err(e.into()),
+        }
         for app in apps.apps.read().values() {
             apps.spawn_reaper(&app.prod);
             apps.spawn_reaper(&app.stage);
@@ -357,9 +368,19 @@ impl Apps {
         self.apps.image_in_use(image)
     }
 
+    /// Boot adoption, if it could not run at boot because the engine did not answer.
+    async fn adopt_if_pending(&self) {
+        if self.adopted.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = self.adopt_containers().await {
+            tracing::warn!("adopting containers failed: {e}");
+        }
+    }
+
     /// Boot reconciliation: per app and variant, one container at most, matching its current
     /// configuration.
-    async fn adopt_containers(&self) -> anyhow::Result<()> {
+    async fn adopt_containers(&self) -> Result<(), EngineError> {
         let mut found = self.engine.list_labelled(&[(engine::LABEL_INSTANCE, &self.instance)]).await?;
         // Running ones first, so a running container wins over a stopped duplicate.
         found.sort_by_key(|c| !c.running);
@@ -384,6 +405,7 @@ impl Apps {
                 }
             }
         }
+        self.adopted.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 

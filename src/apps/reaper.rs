@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::runtime::{ContainerRuntime, State};
+use super::lifecycle::Phase;
+use super::runtime::ContainerRuntime;
 
 pub async fn run(rt: Arc<ContainerRuntime>) {
     let idle = rt.settings.idle_shutdown;
@@ -17,7 +18,7 @@ pub async fn run(rt: Arc<ContainerRuntime>) {
     loop {
         // Wait for the app to run.
         tokio::select! {
-            r = rx.wait_for(|s| matches!(s, State::Running { .. })) => if r.is_err() { return },
+            r = rx.wait_for(|s| matches!(s.phase, Phase::Running { .. })) => if r.is_err() { return },
             _ = rt.cancel.cancelled() => return,
         }
         // Wait until it has been idle long enough with nothing in flight.
@@ -25,7 +26,7 @@ pub async fn run(rt: Arc<ContainerRuntime>) {
             let activity_ended = rt.activity.idle_notified();
             let wake_at = if rt.activity.in_flight() > 0 { None } else { Some(rt.activity.last_activity() + idle) };
             if wake_at.is_some_and(|t| t <= Instant::now()) {
-                rt.stop_if_idle().await;
+                rt.stop_if_idle();
                 break;
             }
             tokio::select! {
@@ -33,7 +34,7 @@ pub async fn run(rt: Arc<ContainerRuntime>) {
                 _ = activity_ended => {}
                 r = rx.changed() => {
                     if r.is_err() { return }
-                    if !matches!(*rx.borrow_and_update(), State::Running { .. }) { break }
+                    if !matches!(rx.borrow_and_update().phase, Phase::Running { .. }) { break }
                 }
                 _ = rt.cancel.cancelled() => return,
             }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::plan::ImageSource;
-use super::runtime::State;
 use super::{Deployment, Registry};
 use crate::engine::Engine;
 
@@ -16,7 +15,7 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 pub(super) async fn retire(engine: Engine, old: Arc<Deployment>, new: Arc<Deployment>, current: Registry) {
     let (Some(old_rt), new_rt) = (old.runtime(), new.runtime()) else { return };
     if let Some(new_rt) = new_rt {
-        if matches!(old_rt.state(), State::Running { .. }) {
+        if old_rt.state().upstream().is_some() {
             if let Err(e) = new_rt.ensure_running(true).await {
                 tracing::warn!(app = %new.path, "the new version did not start: {e}");
             }

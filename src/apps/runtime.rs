@@ -1,20 +1,12 @@
-//! One container app's runtime: the state machine, single-flight start, readiness, stop and
-//! adoption. State lives in a `watch` channel; every transition is a short closure with no
-//! I/O inside, and every waiter watches the same channel.
-//!
-//! ```text
-//!   Stopped ──request──▶ Starting ◀──▶ Building (image missing)
-//!                          │ ready
-//!                          ▼
-//!                        Running ──idle──▶ Stopping ──▶ Stopped     (exit event: Running ──▶ Stopped)
-//!   Starting/Building ──error──▶ Failed{retry_at} ──request after retry_at──▶ Starting
-//!                                (a failed build has no retry_at: it waits for a reload)
-//! ```
+//! One container app's runtime: it holds the app's [`Lifecycle`] in a `watch` channel, applies
+//! the pure [`lifecycle::transition`] inside the channel's lock (no I/O there) and carries out
+//! the effects: the single-flight start task (build, find or create, start, health check), the
+//! idle stop, the resync after a gap in the engine's events, and reporting an unreachable
+//! engine. Every waiter watches the same channel.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -26,63 +18,28 @@ use tokio_util::task::TaskTracker;
 use super::activity::{Activity, ActivityGuard};
 use super::builder::Builder;
 use super::health;
+use super::lifecycle::{self, Effect, Event, FailureKind, Lifecycle, Phase, Policy, Resync};
 use super::plan::{ContainerPlan, ImageSource};
 use super::Variant;
-use crate::engine::{self, ContainerSpec, Engine, EngineError};
+use crate::engine::{self, ContainerEvent, ContainerSpec, ContainerStatus, Engine, EngineError};
 use crate::secrets::Secrets;
+
+pub use super::lifecycle::StartError;
 
 /// Lines of container output shown when a start fails.
 const LOG_TAIL_LINES: usize = 20;
+/// Pause before trying again with a fresh container when the previous one vanished.
+const VANISHED_RETRY_DELAY: Duration = Duration::from_millis(250);
+/// Tries with a fresh container before a vanishing container counts as a failed start.
+const VANISHED_RETRIES: u32 = 40;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum State {
-    Stopped,
-    Starting,
-    Building,
-    Running {
-        upstream: SocketAddr,
-    },
-    Stopping,
-    /// `retry_at: None`: not retried until the source or config changes (a failed build).
-    Failed {
-        error: Arc<str>,
-        retry_at: Option<Instant>,
-    },
-}
-
-impl State {
-    pub fn name(&self) -> &'static str {
-        match self {
-            State::Stopped => "stopped",
-            State::Starting => "starting",
-            State::Building => "building",
-            State::Running { .. } => "running",
-            State::Stopping => "stopping",
-            State::Failed { .. } => "failed",
-        }
-    }
-}
-
-/// Why a request could not get a running container.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The start failed; no new attempt before `retry_at` (never, for a failed build).
-    #[error("{error}")]
-    Failed { error: Arc<str>, retry_at: Option<Instant> },
-    /// An image build is running and the caller asked not to wait for it.
-    #[error("the app's image is being built")]
-    Building,
-    /// The start did not finish within the request's wait bound.
-    #[error("the app is still starting")]
-    Timeout,
-    #[error("the app was deleted")]
-    Gone,
-}
-
-/// Why one start attempt failed: the container vanished (retry with a fresh one), or a real
-/// failure (with the container, for its log tail).
+/// Why one start attempt failed.
 enum StartAttempt {
+    /// The container vanished (or its name is still taken by one being removed): retry fresh.
     Gone(String),
+    /// The engine does not answer.
+    Unavailable(String),
+    /// A real failure, with the container for its log tail.
     Failed(String, Option<String>),
 }
 
@@ -90,6 +47,7 @@ impl From<EngineError> for StartAttempt {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::NotFound(_) | EngineError::Removing(_) => StartAttempt::Gone(e.to_string()),
+            e if e.is_unavailable() => StartAttempt::Unavailable(e.to_string()),
             other => StartAttempt::Failed(other.to_string(), None),
         }
     }
@@ -115,9 +73,7 @@ pub struct ContainerRuntime {
     engine: Engine,
     builder: Arc<Builder>,
     secrets: Arc<Secrets>,
-    state: watch::Sender<State>,
-    container_id: Mutex<Option<String>>,
-    failures: AtomicU32,
+    state: watch::Sender<Lifecycle>,
     pub activity: Arc<Activity>,
     pub cancel: CancellationToken,
     pub tasks: TaskTracker,
@@ -133,6 +89,7 @@ impl ContainerRuntime {
         engine: Engine,
         (builder, secrets): (Arc<Builder>, Arc<Secrets>),
     ) -> Arc<Self> {
+        let policy = Policy { failure_backoff: settings.failure_backoff, idle_shutdown: settings.idle_shutdown };
         Arc::new(ContainerRuntime {
             app_id,
             variant,
@@ -142,20 +99,18 @@ impl ContainerRuntime {
             engine,
             builder,
             secrets,
-            state: watch::Sender::new(State::Stopped),
-            container_id: Mutex::new(None),
-            failures: AtomicU32::new(0),
+            state: watch::Sender::new(Lifecycle::new(policy)),
             activity: Arc::new(Activity::default()),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
         })
     }
 
-    pub fn state(&self) -> State {
+    pub fn state(&self) -> Lifecycle {
         self.state.borrow().clone()
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<State> {
+    pub fn subscribe(&self) -> watch::Receiver<Lifecycle> {
         self.state.subscribe()
     }
 
@@ -164,7 +119,87 @@ impl ContainerRuntime {
     }
 
     pub fn container_id(&self) -> Option<String> {
-        self.container_id.lock().unwrap().clone()
+        self.state.borrow().container_id.clone()
+    }
+
+    /// Applies one event under the channel's lock; returns the new lifecycle and the effects,
+    /// which the caller hands to [`ContainerRuntime::execute`].
+    fn apply(&self, event: Event) -> (Lifecycle, Vec<Effect>) {
+        let now = Instant::now();
+        let mut out = None;
+        let mut from = "";
+        self.state.send_if_modified(|s| {
+            let (next, effects) = lifecycle::transition(s, event, now);
+            let changed = next != *s;
+            from = s.name();
+            *s = next.clone();
+            out = Some((next, effects));
+            changed
+        });
+        let (state, effects) = out.expect("send_if_modified runs the closure");
+        if state.name() != from {
+            tracing::debug!(app = %self.app_id, variant = self.variant.name(), from, to = state.name(), "lifecycle");
+        }
+        (state, effects)
+    }
+
+    /// Applies an event and carries out its effects.
+    fn handle(self: &Arc<Self>, event: Event) -> Lifecycle {
+        let (state, effects) = self.apply(event);
+        self.execute(effects);
+        state
+    }
+
+    /// Carries out effects; anything that waits on the engine runs as a task of this runtime.
+    fn execute(self: &Arc<Self>, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::SpawnStart => {
+                    let me = self.clone();
+                    self.tasks.spawn(async move { me.run_start().await });
+                }
+                Effect::StopIdle { container_id } => {
+                    let me = self.clone();
+                    self.tasks.spawn(async move {
+                        tracing::info!(app = %me.app_id, idle_secs = me.settings.idle_shutdown.as_secs(), "stopping idle container");
+                        let result = me.engine.stop(&container_id, me.settings.stop_timeout_secs).await;
+                        if let Err(e) = &result {
+                            tracing::warn!(app = %me.app_id, "stopping the container failed: {e}");
+                        }
+                        let vanished = matches!(result, Err(EngineError::NotFound(_)));
+                        me.handle(Event::StopDone { vanished });
+                    });
+                }
+                Effect::StopFailed { container_id } => {
+                    let me = self.clone();
+                    self.tasks.spawn(async move {
+                        let _ = me.engine.stop(&container_id, me.settings.stop_timeout_secs).await;
+                    });
+                }
+                Effect::Resync { container_id } => {
+                    let me = self.clone();
+                    self.tasks.spawn(async move {
+                        let found = match me.engine.inspect(&container_id, me.plan.port).await {
+                            Ok(ContainerStatus { running: true, upstream: Some(_) }) => Resync::Running,
+                            Ok(_) => Resync::NotRunning,
+                            Err(EngineError::NotFound(_)) => Resync::Gone,
+                            Err(e) if e.is_unavailable() => Resync::EngineUnavailable,
+                            Err(e) => {
+                                tracing::warn!(app = %me.app_id, "checking the container failed: {e}");
+                                Resync::NotRunning
+                            }
+                        };
+                        me.handle(Event::Resynced(found));
+                    });
+                }
+                Effect::WatchEngine => {
+                    if self.engine.report_unavailable() {
+                        tracing::warn!(app = %self.app_id, "the container engine does not answer");
+                    }
+                }
+                Effect::Cancel => self.cancel.cancel(),
+            }
+        }
     }
 
     /// Hash of everything the container is created from; part of its name and a label.
@@ -211,49 +246,17 @@ impl ContainerRuntime {
             return Err(StartError::Gone);
         }
         // Fast path: a running app needs only a shared read of its state.
-        if let State::Running { upstream } = *self.state.borrow() {
+        if let Some(upstream) = self.state.borrow().upstream() {
             return Ok((upstream, guard));
         }
         let deadline = Instant::now() + self.settings.start_timeout;
         let mut rx = self.state.subscribe();
         loop {
-            let mut spawn_start = false;
-            let mut outcome = None;
-            self.state.send_if_modified(|s| match s {
-                State::Running { upstream } => {
-                    outcome = Some(Ok(*upstream));
-                    false
-                }
-                State::Failed { error, retry_at } if retry_at.is_none_or(|t| Instant::now() < t) => {
-                    outcome = Some(Err(StartError::Failed { error: error.clone(), retry_at: *retry_at }));
-                    false
-                }
-                State::Building if !wait_for_build => {
-                    outcome = Some(Err(StartError::Building));
-                    false
-                }
-                State::Stopped | State::Failed { .. } => {
-                    *s = State::Starting;
-                    spawn_start = true;
-                    true
-                }
-                State::Starting | State::Building | State::Stopping => false,
-            });
-            if let Some(outcome) = outcome {
-                return outcome.map(|upstream| (upstream, guard));
+            let state = self.handle(Event::Request);
+            if let Some(upstream) = lifecycle::answer(&state, Instant::now(), wait_for_build)? {
+                return Ok((upstream, guard));
             }
-            if self.cancel.is_cancelled() {
-                return Err(StartError::Gone);
-            }
-            if spawn_start {
-                let me = self.clone();
-                self.tasks.spawn(async move { me.run_start().await });
-            }
-            let settled = rx.wait_for(|s| match s {
-                State::Starting | State::Stopping => false,
-                State::Building => !wait_for_build,
-                _ => true,
-            });
+            let settled = rx.wait_for(|s| lifecycle::settled(s, wait_for_build));
             match tokio::time::timeout_at(deadline, settled).await {
                 Ok(Ok(_)) => continue,
                 Ok(Err(_)) => return Err(StartError::Gone),
@@ -263,63 +266,61 @@ impl ContainerRuntime {
     }
 
     async fn run_start(self: Arc<Self>) {
-        if let Err(error) = self.build_image().await {
-            self.state.send_replace(State::Failed { error: error.into(), retry_at: None });
-            return;
-        }
         let started = Instant::now();
-        let deadline = started + self.settings.start_timeout;
         let result = tokio::select! {
-            r = tokio::time::timeout_at(deadline, self.start_container(deadline)) => match r {
-                Ok(r) => r,
-                Err(_) => Err(format!("the container did not become ready within {}s", self.settings.start_timeout.as_secs())),
-            },
-            _ = self.cancel.cancelled() => Err("the app was deleted".to_string()),
+            r = self.start() => r,
+            _ = self.cancel.cancelled() => Err((FailureKind::Cancelled, "the app was deleted".to_string())),
         };
-        match result {
-            Ok(upstream) => {
-                self.failures.store(0, Ordering::SeqCst);
+        let event = match result {
+            Ok((upstream, container_id)) => {
                 self.activity.touch();
                 tracing::info!(app = %self.app_id, %upstream, took_ms = started.elapsed().as_millis() as u64, "container ready");
-                self.state.send_replace(State::Running { upstream });
+                Event::StartSucceeded { upstream, container_id }
             }
-            Err(error) => {
-                let n = self.failures.fetch_add(1, Ordering::SeqCst).min(4);
-                let backoff = self.settings.failure_backoff * (1 << n);
-                tracing::warn!(app = %self.app_id, retry_in_secs = backoff.as_secs(), "start failed: {error}");
-                if let Some(id) = self.container_id() {
-                    let _ = self.engine.stop(&id, self.settings.stop_timeout_secs).await;
-                }
-                self.state
-                    .send_replace(State::Failed { error: error.into(), retry_at: Some(Instant::now() + backoff) });
+            Err((kind, error)) => {
+                tracing::warn!(app = %self.app_id, ?kind, "start failed: {error}");
+                Event::StartFailed { kind, error: error.into() }
             }
+        };
+        self.handle(event);
+    }
+
+    /// Builds the image if needed, then starts the container within the start timeout.
+    async fn start(self: &Arc<Self>) -> Result<(SocketAddr, String), (FailureKind, String)> {
+        if let Err(error) = self.build_image().await {
+            // The builder's error is text: whether the engine answers tells the two apart.
+            let kind = match self.engine.ping().await {
+                Err(e) if e.is_unavailable() => FailureKind::EngineUnavailable,
+                _ => FailureKind::Build,
+            };
+            return Err((kind, error));
+        }
+        let deadline = Instant::now() + self.settings.start_timeout;
+        match tokio::time::timeout_at(deadline, self.start_container(deadline)).await {
+            Ok(result) => result,
+            // A hung engine is an outage, not the app's failure.
+            Err(_) => match self.engine.ping().await {
+                Err(e) if e.is_unavailable() => Err((FailureKind::EngineUnavailable, e.to_string())),
+                _ => Err((
+                    FailureKind::App,
+                    format!("the container did not become ready within {}s", self.settings.start_timeout.as_secs()),
+                )),
+            },
         }
     }
 
     /// Builds the app's image if it has a build plan and the image is missing. While the build
-    /// runs the state is `Building`.
-    pub async fn build_image(&self) -> Result<bool, String> {
+    /// runs the phase is `Building`.
+    pub async fn build_image(self: &Arc<Self>) -> Result<bool, String> {
         let ImageSource::Build(plan) = &self.plan.image else { return Ok(false) };
         let building = || {
-            self.state.send_if_modified(|s| {
-                let moved = matches!(s, State::Starting);
-                if moved {
-                    *s = State::Building;
-                }
-                moved
-            });
+            self.handle(Event::BuildStarted);
         };
         let result = tokio::select! {
             r = self.builder.ensure(&self.app_id, plan, building) => r,
             _ = self.cancel.cancelled() => Err("the app was deleted".to_string()),
         };
-        self.state.send_if_modified(|s| {
-            let moved = matches!(s, State::Building);
-            if moved {
-                *s = State::Starting;
-            }
-            moved
-        });
+        self.handle(Event::BuildFinished);
         if let Err(e) = &result {
             tracing::warn!(app = %self.app_id, "{e}");
         }
@@ -327,7 +328,7 @@ impl ContainerRuntime {
     }
 
     /// Finds or creates the container, starts it and waits until it answers its health check.
-    async fn start_container(&self, deadline: Instant) -> Result<SocketAddr, String> {
+    async fn start_container(&self, deadline: Instant) -> Result<(SocketAddr, String), (FailureKind, String)> {
         // A container of this name may be on its way out (a replaced deployment being
         // retired, or removed behind our back): forget it and create a fresh one once the name
         // is free. That can show at start (409/404) or later, as the container vanishing
@@ -337,37 +338,42 @@ impl ContainerRuntime {
             let outcome = self.start_once(deadline).await;
             let gone = match &outcome {
                 Err(StartAttempt::Gone(_)) => true,
-                Err(StartAttempt::Failed(_, Some(id))) => {
-                    matches!(self.engine.inspect(id, self.plan.port).await, Err(EngineError::NotFound(_)))
-                }
+                Err(StartAttempt::Failed(_, Some(id))) => match self.engine.inspect(id, self.plan.port).await {
+                    Err(EngineError::NotFound(_)) => true,
+                    Err(e) if e.is_unavailable() => return Err((FailureKind::EngineUnavailable, e.to_string())),
+                    _ => false,
+                },
                 _ => false,
             };
             if !gone {
                 return match outcome {
-                    Ok(addr) => Ok(addr),
-                    Err(StartAttempt::Failed(e, Some(id))) => Err(self.with_logs(&id, e).await),
-                    Err(StartAttempt::Failed(e, None) | StartAttempt::Gone(e)) => Err(e),
+                    Ok(started) => Ok(started),
+                    Err(StartAttempt::Unavailable(e)) => Err((FailureKind::EngineUnavailable, e)),
+                    Err(StartAttempt::Failed(e, Some(id))) => Err((FailureKind::App, self.with_logs(&id, e).await)),
+                    Err(StartAttempt::Failed(e, None) | StartAttempt::Gone(e)) => Err((FailureKind::App, e)),
                 };
             }
-            *self.container_id.lock().unwrap() = None;
+            self.apply(Event::ContainerGone);
             attempts += 1;
-            if attempts >= 40 || Instant::now() >= deadline {
+            if attempts >= VANISHED_RETRIES || Instant::now() >= deadline {
                 return Err(match outcome {
-                    Err(StartAttempt::Gone(e) | StartAttempt::Failed(e, _)) => e,
+                    Err(StartAttempt::Gone(e) | StartAttempt::Failed(e, _) | StartAttempt::Unavailable(e)) => {
+                        (FailureKind::App, e)
+                    }
                     Ok(_) => unreachable!("a success is returned above"),
                 });
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(VANISHED_RETRY_DELAY).await;
         }
     }
 
     /// One try: find or create the container, start it, wait for its health check.
-    async fn start_once(&self, deadline: Instant) -> Result<SocketAddr, StartAttempt> {
+    async fn start_once(&self, deadline: Instant) -> Result<(SocketAddr, String), StartAttempt> {
         let id = self.find_or_create().await.map_err(StartAttempt::from)?;
         self.engine.start(&id).await.map_err(StartAttempt::from)?;
         let failed = |e: String| StartAttempt::Failed(e, Some(id.clone()));
-        let (running, addr) = self.engine.inspect(&id, self.plan.port).await.map_err(StartAttempt::from)?;
-        let addr = match (running, addr) {
+        let status = self.engine.inspect(&id, self.plan.port).await.map_err(StartAttempt::from)?;
+        let addr = match (status.running, status.upstream) {
             (true, Some(addr)) => addr,
             (false, _) => return Err(failed("the container exited right after it started".into())),
             (true, None) => return Err(failed(EngineError::NoPort(id.clone()).to_string())),
@@ -377,10 +383,10 @@ impl ContainerRuntime {
         let alive = || {
             let engine = engine.clone();
             let id = id.clone();
-            async move { engine.inspect(&id, port).await.map(|(running, _)| running).unwrap_or(false) }
+            async move { engine.inspect(&id, port).await.map(|s| s.running).unwrap_or(false) }
         };
         health::wait_ready(addr, &self.settings.health_url, deadline, alive).await.map_err(failed)?;
-        Ok(addr)
+        Ok((addr, id))
     }
 
     async fn with_logs(&self, id: &str, error: String) -> String {
@@ -399,7 +405,7 @@ impl ContainerRuntime {
         let name = self.container_name();
         let existing = self.engine.list_labelled(&self.labels_filter()).await?;
         if let Some(found) = existing.iter().find(|c| c.name == name) {
-            *self.container_id.lock().unwrap() = Some(found.id.clone());
+            self.apply(Event::ContainerAssigned(found.id.clone()));
             return Ok(found.id.clone());
         }
         if let ImageSource::Existing(image) = &self.plan.image {
@@ -418,7 +424,7 @@ impl ContainerRuntime {
         };
         let id = self.engine.create(&spec).await?;
         tracing::info!(app = %self.app_id, container = %spec.name, "container created");
-        *self.container_id.lock().unwrap() = Some(id.clone());
+        self.apply(Event::ContainerAssigned(id.clone()));
         Ok(id)
     }
 
@@ -442,88 +448,59 @@ impl ContainerRuntime {
 
     /// Takes over a container found at boot. A running one serves at once; a stopped one is
     /// started again on the next request (the same container, no new one).
-    pub async fn adopt(&self, id: &str, running: bool) {
-        *self.container_id.lock().unwrap() = Some(id.to_string());
-        if !running {
-            return;
+    pub async fn adopt(self: &Arc<Self>, id: &str, running: bool) {
+        let upstream = match running {
+            true => self.engine.inspect(id, self.plan.port).await.ok().filter(|s| s.running).and_then(|s| s.upstream),
+            false => None,
+        };
+        if upstream.is_some() {
+            self.activity.touch();
         }
-        match self.engine.inspect(id, self.plan.port).await {
-            Ok((true, Some(upstream))) => {
-                self.activity.touch();
-                self.state.send_replace(State::Running { upstream });
-                tracing::info!(app = %self.app_id, %upstream, "adopted running container");
-            }
-            _ => tracing::info!(app = %self.app_id, "adopted stopped container"),
-        }
-    }
-
-    /// The idle reaper's move: stop only when running, nothing in flight, and idle long enough.
-    pub async fn stop_if_idle(&self) -> bool {
-        let idle = self.settings.idle_shutdown;
-        let moved = self.state.send_if_modified(|s| {
-            if matches!(s, State::Running { .. })
-                && self.activity.in_flight() == 0
-                && self.activity.last_activity().elapsed() >= idle
-            {
-                *s = State::Stopping;
-                true
-            } else {
-                false
-            }
-        });
-        if !moved {
-            return false;
-        }
-        if let Some(id) = self.container_id() {
-            tracing::info!(app = %self.app_id, idle_secs = idle.as_secs(), "stopping idle container");
-            if let Err(e) = self.engine.stop(&id, self.settings.stop_timeout_secs).await {
-                tracing::warn!(app = %self.app_id, "stopping the container failed: {e}");
-                if matches!(e, EngineError::NotFound(_)) {
-                    *self.container_id.lock().unwrap() = None;
-                }
-            }
-        }
-        self.state.send_replace(State::Stopped);
-        true
-    }
-
-    /// An engine event about one of this app's containers.
-    pub fn on_container_event(&self, container_id: &str, action: &str) {
-        if self.container_id().as_deref() != Some(container_id) {
-            return;
-        }
-        match action {
-            "die" | "stop" | "kill" | "oom" | "destroy" => {
-                if action == "destroy" {
-                    *self.container_id.lock().unwrap() = None;
-                }
-                self.state.send_if_modified(|s| {
-                    if matches!(s, State::Running { .. }) {
-                        tracing::info!(app = %self.app_id, action, "container exited; it starts again on the next request");
-                        *s = State::Stopped;
-                        true
-                    } else {
-                        false
-                    }
-                });
-            }
-            _ => {}
+        let state = self.handle(Event::Adopted { container_id: id.to_string(), upstream });
+        match state.upstream() {
+            Some(upstream) => tracing::info!(app = %self.app_id, %upstream, "adopted running container"),
+            None => tracing::info!(app = %self.app_id, "adopted stopped container"),
         }
     }
 
-    /// Checks a running app against the engine (after the event stream was interrupted).
-    pub async fn resync(&self) {
-        let Some(id) = self.container_id() else { return };
-        let running = matches!(self.engine.inspect(&id, self.plan.port).await, Ok((true, Some(_))));
-        if !running {
-            self.on_container_event(&id, "die");
+    /// The idle reaper's move: stop only when running, nothing in flight, and idle long enough
+    /// (checked under the channel's lock). Returns whether the stop began.
+    pub fn stop_if_idle(self: &Arc<Self>) -> bool {
+        let event = Event::IdleCheck {
+            in_flight: self.activity.in_flight(),
+            idle_for: self.activity.last_activity().elapsed(),
+        };
+        self.handle(event).phase == Phase::Stopping
+    }
+
+    /// An engine event about some container (the lifecycle ignores other containers').
+    pub fn on_container_event(self: &Arc<Self>, event: &ContainerEvent) {
+        let before = self.state.borrow().phase.clone();
+        let after = self.handle(Event::Container(event.clone())).phase;
+        if matches!(before, Phase::Running { .. }) && after == Phase::Stopped {
+            tracing::info!(app = %self.app_id, action = ?event.action, "container exited; it starts again on the next request");
         }
     }
 
-    /// Stops the runtime's tasks (start and idle reaper) and waits for them, bounded.
-    pub async fn shutdown(&self) {
+    /// Events may have been missed (the event stream was interrupted): check against the engine.
+    pub fn resync(self: &Arc<Self>) {
+        self.handle(Event::EventGap);
+    }
+
+    /// The engine answers again after an outage.
+    pub fn on_engine_back(self: &Arc<Self>) {
+        self.handle(Event::EngineBack);
+    }
+
+    /// Takes the runtime out of service: requests answer Gone, the start in progress and the
+    /// idle reaper stop; waits for them, bounded. Containers are left as they are.
+    pub async fn shutdown(self: &Arc<Self>) {
+        self.handle(Event::Retire);
         self.cancel.cancel();
         self.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,20 +1,19 @@
-//! The container engine: Docker Engine API (or Podman's compatible API) through bollard.
-//! Pull, create, start, stop, remove, inspect, list by label, events and logs. It knows
-//! containers and images, never apps' configuration: callers hand it a [`ContainerSpec`].
+//! The container engine behind a trait. [`ContainerEngine`] is the seam for backends: `docker.rs`
+//! speaks the Docker Engine API (or Podman's compatible API) through bollard, `fake.rs` is an
+//! in-memory engine for tests with scriptable faults; a cluster engine (Swarm, ...) would be one
+//! more implementation. The engine knows containers and images, never apps' configuration:
+//! callers hand it a [`ContainerSpec`]. Everyone holds an [`Engine`], a cheap clonable handle.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use bollard::container::{
-    Config as BollardConfig, CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogOutput,
-    LogsOptions, RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
-};
-use bollard::image::{BuildImageOptions, CreateImageOptions, RemoveImageOptions};
-use bollard::models::{HostConfig, PortBinding};
-use bollard::system::EventsOptions;
-use bollard::Docker;
-use futures_util::{Stream, StreamExt, TryStreamExt};
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use tokio::sync::watch;
 
+pub mod docker;
+pub mod fake;
 pub mod options;
 
 /// Label keys berth puts on every container it creates.
@@ -28,12 +27,15 @@ pub const LABEL_VARIANT: &str = "berth.variant";
 pub enum EngineError {
     #[error("cannot reach the container engine at {endpoint}")]
     Connect { endpoint: String, source: bollard::errors::Error },
+    /// The engine does not answer (connection refused, socket missing, no answer in time).
+    #[error("container engine unavailable: {0}")]
+    Unavailable(String),
     #[error("image {image} is not present and pulling it failed: {message}")]
     Pull { image: String, message: String },
     #[error("container {0} not found")]
     NotFound(String),
     #[error("container engine error: {0}")]
-    Api(#[from] bollard::errors::Error),
+    Api(bollard::errors::Error),
     #[error("container {0} publishes no port on 127.0.0.1")]
     NoPort(String),
     #[error("{0}")]
@@ -41,6 +43,13 @@ pub enum EngineError {
     /// The container is being removed, or its name is still taken by one that is.
     #[error("container {0} is being removed")]
     Removing(String),
+}
+
+impl EngineError {
+    /// The engine could not be reached at all: not the app's fault, and worth retrying soon.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, EngineError::Connect { .. } | EngineError::Unavailable(_))
+    }
 }
 
 /// What to create: everything the engine needs and nothing about apps.
@@ -64,309 +73,197 @@ pub struct ContainerSummary {
     pub labels: HashMap<String, String>,
 }
 
-/// A container's state change reported by the engine's event stream.
-#[derive(Debug, Clone)]
-pub struct ContainerEvent {
-    pub container_id: String,
-    pub action: String,
+/// One container as inspected: whether it runs, and where its port is published on 127.0.0.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerStatus {
+    pub running: bool,
+    pub upstream: Option<SocketAddr>,
 }
 
+/// One sample of a container's resource use.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ContainerStats {
+    pub memory_bytes: u64,
+    /// Percent of one CPU (200.0 = two CPUs busy).
+    pub cpu_percent: f64,
+}
+
+/// What happened to a container, as reported by the engine's event stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerAction {
+    Create,
+    Start,
+    Die { exit_code: Option<i64> },
+    Stop,
+    Kill,
+    Oom,
+    Destroy,
+    Pause,
+    Unpause,
+    Other(String),
+}
+
+impl ContainerAction {
+    /// The engine's action name (`die`, `start`, ...) and its attributes.
+    pub fn parse(action: &str, exit_code: Option<&str>) -> ContainerAction {
+        match action {
+            "create" => ContainerAction::Create,
+            "start" => ContainerAction::Start,
+            "die" => ContainerAction::Die { exit_code: exit_code.and_then(|c| c.parse().ok()) },
+            "stop" => ContainerAction::Stop,
+            "kill" => ContainerAction::Kill,
+            "oom" => ContainerAction::Oom,
+            "destroy" | "remove" => ContainerAction::Destroy,
+            "pause" => ContainerAction::Pause,
+            "unpause" => ContainerAction::Unpause,
+            other => ContainerAction::Other(other.to_string()),
+        }
+    }
+
+    /// The container no longer runs after this.
+    pub fn ends_run(&self) -> bool {
+        matches!(
+            self,
+            ContainerAction::Die { .. }
+                | ContainerAction::Stop
+                | ContainerAction::Kill
+                | ContainerAction::Oom
+                | ContainerAction::Destroy
+        )
+    }
+}
+
+/// A container's state change reported by the engine's event stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEvent {
+    pub container_id: String,
+    pub action: ContainerAction,
+}
+
+/// A container engine. Control calls answer within a bounded time (an engine that hangs
+/// answers [`EngineError::Unavailable`]); streams (events, logs, build output) do not.
+#[async_trait::async_trait]
+pub trait ContainerEngine: Send + Sync {
+    /// Where the engine is, for messages.
+    fn endpoint(&self) -> &str;
+    /// Whether the engine answers.
+    async fn ping(&self) -> Result<(), EngineError>;
+    async fn image_exists(&self, image: &str) -> Result<bool, EngineError>;
+    /// Makes sure the image is present: never pulls an image that is already there.
+    async fn ensure_image(&self, image: &str) -> Result<(), EngineError>;
+    /// Builds `tag` from a tar context; each output line goes to `on_line`. The error carries
+    /// the engine's message.
+    async fn build(
+        &self,
+        context: Vec<u8>,
+        tag: &str,
+        containerfile: &str,
+        build_args: &HashMap<String, String>,
+        on_line: &mut (dyn for<'s> FnMut(&'s str) + Send),
+    ) -> Result<(), EngineError>;
+    /// Removes an image unless a container still uses it (false); a missing image is not an error.
+    async fn remove_image(&self, image: &str) -> Result<bool, EngineError>;
+    /// Creates (does not start) a container publishing `spec.port` on a random 127.0.0.1 port.
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, EngineError>;
+    async fn start(&self, id: &str) -> Result<(), EngineError>;
+    async fn stop(&self, id: &str, timeout_secs: u64) -> Result<(), EngineError>;
+    async fn pause(&self, id: &str) -> Result<(), EngineError>;
+    async fn unpause(&self, id: &str) -> Result<(), EngineError>;
+    /// Removes a container, running or not; a missing one is not an error.
+    async fn remove(&self, id: &str) -> Result<(), EngineError>;
+    /// Whether the container runs and where `port` is published on 127.0.0.1.
+    async fn inspect(&self, id: &str, port: u16) -> Result<ContainerStatus, EngineError>;
+    /// Every container (running or not) carrying all the given labels.
+    async fn list_labelled(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerSummary>, EngineError>;
+    /// Memory use and CPU load of a running container, one sample.
+    async fn stats(&self, id: &str) -> Result<ContainerStats, EngineError>;
+    /// Container events for containers with the given label; ends (or fails) when the
+    /// connection to the engine does.
+    fn events(&self, label: (&str, &str)) -> BoxStream<'static, Result<ContainerEvent, EngineError>>;
+    /// The container's output: the last `tail` lines, then new lines while `follow`.
+    fn logs(
+        &self,
+        id: &str,
+        tail: Option<usize>,
+        follow: bool,
+    ) -> BoxStream<'static, Result<bytes::Bytes, EngineError>>;
+}
+
+/// The engine handle everyone holds: cheap to clone, dereferences to the trait. It also
+/// carries whether the engine is known to answer, shared by all clones: whoever sees it
+/// unreachable says so ([`Engine::report_unavailable`]), one monitor pings it until it answers
+/// and marks it available again.
 #[derive(Clone)]
 pub struct Engine {
-    docker: Docker,
-    endpoint: String,
+    inner: Arc<dyn ContainerEngine>,
+    available: Arc<watch::Sender<bool>>,
+}
+
+impl std::ops::Deref for Engine {
+    type Target = dyn ContainerEngine;
+    fn deref(&self) -> &Self::Target {
+        &*self.inner
+    }
 }
 
 impl Engine {
-    /// Connects and negotiates the API version (Debian's engine speaks 1.41, Podman 4.x 1.41).
+    pub fn new(engine: Arc<dyn ContainerEngine>) -> Engine {
+        Engine { inner: engine, available: Arc::new(watch::Sender::new(true)) }
+    }
+
+    /// Marks the engine unreachable (wakes the monitor); returns whether it was thought up.
+    pub fn report_unavailable(&self) -> bool {
+        self.available.send_if_modified(|up| std::mem::replace(up, false))
+    }
+
+    /// Marks the engine reachable again; returns whether it was thought down.
+    pub fn report_available(&self) -> bool {
+        self.available.send_if_modified(|up| !std::mem::replace(up, true))
+    }
+
+    pub fn is_available(&self) -> bool {
+        *self.available.borrow()
+    }
+
+    /// Follows the engine's availability.
+    pub fn availability(&self) -> watch::Receiver<bool> {
+        self.available.subscribe()
+    }
+
+    /// Connects to a Docker or Podman API endpoint (empty: `DOCKER_HOST` or the default socket).
     pub async fn connect(endpoint: &str) -> Result<Engine, EngineError> {
-        let shown = if endpoint.is_empty() {
-            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
-        } else {
-            endpoint.to_string()
-        };
-        let connect_err = |source| EngineError::Connect { endpoint: shown.clone(), source };
-        let docker = if endpoint.is_empty() {
-            Docker::connect_with_defaults()
-        } else if let Some(path) = endpoint.strip_prefix("unix://") {
-            Docker::connect_with_unix(path, 300, bollard::API_DEFAULT_VERSION)
-        } else if endpoint.starts_with('/') {
-            Docker::connect_with_unix(endpoint, 300, bollard::API_DEFAULT_VERSION)
-        } else {
-            let http = endpoint.replacen("tcp://", "http://", 1);
-            Docker::connect_with_http(&http, 300, bollard::API_DEFAULT_VERSION)
-        }
-        .map_err(connect_err)?;
-        let docker = docker.negotiate_version().await.map_err(connect_err)?;
-        docker.ping().await.map_err(connect_err)?;
-        Ok(Engine { docker, endpoint: shown })
+        Ok(Engine::new(Arc::new(docker::DockerEngine::connect(endpoint).await?)))
     }
 
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
-    pub async fn image_exists(&self, image: &str) -> Result<bool, EngineError> {
-        match self.docker.inspect_image(image).await {
-            Ok(_) => Ok(true),
-            Err(e) if is_not_found(&e) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Makes sure the image is present: never pulls an image that is already there.
-    pub async fn ensure_image(&self, image: &str) -> Result<(), EngineError> {
-        if self.image_exists(image).await? {
-            return Ok(());
-        }
-        let (from_image, tag) = split_image_tag(image);
-        let opts = CreateImageOptions { from_image, tag, ..Default::default() };
-        let mut pull = self.docker.create_image(Some(opts), None, None);
-        while let Some(item) = pull.next().await {
-            match item {
-                Ok(info) => {
-                    if let Some(err) = info.error {
-                        return Err(EngineError::Pull { image: image.into(), message: err });
-                    }
-                }
-                Err(e) => return Err(EngineError::Pull { image: image.into(), message: api_message(&e) }),
+    /// Like [`Engine::connect`], but an engine that does not answer yet is no error: the handle
+    /// starts out unavailable (so the monitor pings it) and connects once the engine answers.
+    pub async fn open(endpoint: &str) -> Result<Engine, EngineError> {
+        match Engine::connect(endpoint).await {
+            Err(EngineError::Unavailable(reason)) => {
+                tracing::warn!("{reason}; starting anyway: apps are adopted and started once it answers");
+                let engine = Engine::new(Arc::new(docker::DockerEngine::new(endpoint)));
+                engine.report_unavailable();
+                Ok(engine)
             }
-        }
-        if self.image_exists(image).await? {
-            Ok(())
-        } else {
-            Err(EngineError::Pull { image: image.into(), message: "the pull finished but the image is missing".into() })
+            other => other,
         }
     }
 
-    /// Builds `tag` from a tar context with the classic builder; each output line goes to
-    /// `on_line`. The error carries the engine's message (a Containerfile parse error, or the
-    /// failing step's output).
+    /// [`ContainerEngine::build`] with any closure as the line sink.
     pub async fn build(
         &self,
         context: Vec<u8>,
         tag: &str,
         containerfile: &str,
         build_args: &HashMap<String, String>,
-        mut on_line: impl FnMut(&str),
+        mut on_line: impl FnMut(&str) + Send,
     ) -> Result<(), EngineError> {
-        let opts = BuildImageOptions {
-            dockerfile: containerfile.to_string(),
-            t: tag.to_string(),
-            buildargs: build_args.clone(),
-            // No `labels`: the classic builder adds them as an extra LABEL step (a container
-            // commit, ~0.2 s). Images are found by their content-hash names instead.
-            rm: true,
-            forcerm: true,
-            ..Default::default()
-        };
-        // An empty credentials map, not `None`: with `None` bollard sends an empty
-        // `X-Registry-Config` header, which Podman answers with 400 and no body.
-        let mut stream = self.docker.build_image(opts, Some(HashMap::new()), Some(context.into()));
-        // The step running now: a failing `FROM` step means the base image could not be had.
-        let mut step = String::new();
-        while let Some(item) = stream.next().await {
-            let error = match item {
-                Ok(info) => {
-                    if let Some(text) = info.stream.as_deref().or(info.status.as_deref()) {
-                        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                            if is_step_line(line) {
-                                step = line.to_string();
-                            }
-                            on_line(line);
-                        }
-                    }
-                    match info.error {
-                        Some(err) => err.trim().to_string(),
-                        None => continue,
-                    }
-                }
-                Err(e) => api_message(&e),
-            };
-            on_line(&error);
-            // Without a registry the engine says only why the pull failed (a DNS error, say):
-            // name the image and that it is missing, unless the engine already did.
-            let says_missing = |image: &str| {
-                error.contains(image) && (error.contains("not found") || error.contains("pull access denied"))
-            };
-            let error = match base_image_of_step(&step, build_args) {
-                Some(image) if !says_missing(&image) => {
-                    format!("base image {image} not found locally and pulling it failed: {error}")
-                }
-                _ => error,
-            };
-            return Err(EngineError::Build(error));
-        }
-        Ok(())
-    }
-
-    /// Removes an image unless a container still uses it; a missing image is not an error.
-    pub async fn remove_image(&self, image: &str) -> Result<bool, EngineError> {
-        match self.docker.remove_image(image, Some(RemoveImageOptions { force: false, noprune: false }), None).await {
-            Ok(_) => Ok(true),
-            Err(e) if is_not_found(&e) || is_status(&e, 409) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Creates (does not start) a container publishing `spec.port` on a random 127.0.0.1 port.
-    pub async fn create(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
-        let port_key = format!("{}/tcp", spec.port);
-        let bindings = HashMap::from([(
-            port_key.clone(),
-            Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(String::new()) }]),
-        )]);
-        let o = &spec.options;
-        let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        env.extend(o.env.iter().map(|(k, v)| format!("{k}={v}")));
-        let mut labels = o.labels.clone();
-        labels.extend(spec.labels.clone());
-        let mut host_config =
-            HostConfig { port_bindings: Some(bindings), init: Some(o.init.unwrap_or(spec.init)), ..Default::default() };
-        o.host.apply(&mut host_config);
-        let config = BollardConfig {
-            image: Some(spec.image.clone()),
-            env: Some(env),
-            labels: Some(labels),
-            user: o.user.clone(),
-            working_dir: o.workdir.clone(),
-            exposed_ports: Some(HashMap::from([(port_key, HashMap::new())])),
-            host_config: Some(host_config),
-            ..Default::default()
-        };
-        let opts = CreateContainerOptions { name: spec.name.clone(), platform: None };
-        match self.docker.create_container(Some(opts.clone()), config.clone()).await {
-            Ok(created) => Ok(created.id),
-            Err(e) if is_status(&e, 409) => Err(EngineError::Removing(spec.name.clone())),
-            // Podman without catatonit (and engines without docker-init) refuse `init`: run
-            // without an init process rather than not at all.
-            Err(e) if o.init.unwrap_or(spec.init) && api_message(&e).contains("init") && is_status(&e, 500) => {
-                tracing::warn!(
-                    "the engine has no init binary ({}); creating {} without one",
-                    api_message(&e),
-                    spec.name
-                );
-                let mut config = config;
-                if let Some(hc) = config.host_config.as_mut() {
-                    hc.init = Some(false);
-                }
-                Ok(self.docker.create_container(Some(opts), config).await?.id)
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    pub async fn start(&self, id: &str) -> Result<(), EngineError> {
-        match self.docker.start_container(id, None::<StartContainerOptions<String>>).await {
-            Ok(()) => Ok(()),
-            Err(e) if is_status(&e, 304) => Ok(()),
-            Err(e) if is_not_found(&e) => Err(EngineError::NotFound(id.into())),
-            Err(e) if is_status(&e, 409) => Err(EngineError::Removing(id.into())),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    pub async fn stop(&self, id: &str, timeout_secs: u64) -> Result<(), EngineError> {
-        let opts = StopContainerOptions { t: timeout_secs as i64 };
-        match self.docker.stop_container(id, Some(opts)).await {
-            Ok(()) => Ok(()),
-            Err(e) if is_status(&e, 304) => Ok(()),
-            Err(e) if is_not_found(&e) => Err(EngineError::NotFound(id.into())),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Removes a container, running or not; a missing one is not an error.
-    pub async fn remove(&self, id: &str) -> Result<(), EngineError> {
-        let opts = RemoveContainerOptions { force: true, v: true, ..Default::default() };
-        match self.docker.remove_container(id, Some(opts)).await {
-            Ok(()) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) if is_status(&e, 409) => Ok(()), // removal already in progress
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Whether the container runs, and where its port is published on 127.0.0.1.
-    pub async fn inspect(&self, id: &str, port: u16) -> Result<(bool, Option<SocketAddr>), EngineError> {
-        let info = match self.docker.inspect_container(id, None::<InspectContainerOptions>).await {
-            Ok(info) => info,
-            Err(e) if is_not_found(&e) => return Err(EngineError::NotFound(id.into())),
-            Err(e) => return Err(e.into()),
-        };
-        let running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
-        let addr = info
-            .network_settings
-            .and_then(|n| n.ports)
-            .and_then(|mut ports| ports.remove(&format!("{port}/tcp")))
-            .flatten()
-            .and_then(|bindings| {
-                bindings.into_iter().find_map(|b| {
-                    let port: u16 = b.host_port?.parse().ok()?;
-                    let ip = match b.host_ip.as_deref() {
-                        Some("127.0.0.1") | Some("") | Some("0.0.0.0") | None => [127, 0, 0, 1],
-                        Some(_) => return None,
-                    };
-                    Some(SocketAddr::from((ip, port)))
-                })
-            });
-        Ok((running, addr))
-    }
-
-    /// Every container (running or not) carrying all the given labels.
-    pub async fn list_labelled(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerSummary>, EngineError> {
-        let filters = HashMap::from([("label".to_string(), labels.iter().map(|(k, v)| format!("{k}={v}")).collect())]);
-        let opts = ListContainersOptions { all: true, filters, ..Default::default() };
-        let list = self.docker.list_containers(Some(opts)).await?;
-        Ok(list
-            .into_iter()
-            .map(|c| ContainerSummary {
-                id: c.id.unwrap_or_default(),
-                name: c.names.and_then(|n| n.into_iter().next()).unwrap_or_default().trim_start_matches('/').into(),
-                running: c.state.as_deref() == Some("running"),
-                labels: c.labels.unwrap_or_default(),
-            })
-            .collect())
-    }
-
-    /// Container events (start, die, stop, destroy, oom) for containers with the given label.
-    pub fn events(&self, label: (&str, &str)) -> impl Stream<Item = Result<ContainerEvent, EngineError>> + Send {
-        let filters = HashMap::from([
-            ("type".to_string(), vec!["container".to_string()]),
-            ("label".to_string(), vec![format!("{}={}", label.0, label.1)]),
-        ]);
-        let opts = EventsOptions::<String> { since: None, until: None, filters };
-        self.docker.events(Some(opts)).map_err(EngineError::from).map_ok(|ev| ContainerEvent {
-            container_id: ev.actor.and_then(|a| a.id).unwrap_or_default(),
-            action: ev.action.unwrap_or_default(),
-        })
-    }
-
-    /// The container's output: the last `tail` lines, then new lines while `follow`.
-    pub fn logs(
-        &self,
-        id: &str,
-        tail: Option<usize>,
-        follow: bool,
-    ) -> impl Stream<Item = Result<bytes::Bytes, EngineError>> + Send {
-        let opts = LogsOptions::<String> {
-            follow,
-            stdout: true,
-            stderr: true,
-            tail: tail.map(|n| n.to_string()).unwrap_or_else(|| "all".into()),
-            ..Default::default()
-        };
-        self.docker.logs(id, Some(opts)).map_err(EngineError::from).map_ok(|out| match out {
-            LogOutput::StdOut { message }
-            | LogOutput::StdErr { message }
-            | LogOutput::Console { message }
-            | LogOutput::StdIn { message } => message,
-        })
+        self.inner.build(context, tag, containerfile, build_args, &mut on_line).await
     }
 
     /// The last `lines` lines of the container's output as text, for error messages.
     pub async fn log_tail(&self, id: &str, lines: usize) -> String {
-        let chunks: Vec<_> = self.logs(id, Some(lines), false).take(lines * 4).collect().await;
+        let chunks: Vec<_> = self.inner.logs(id, Some(lines), false).take(lines * 4).collect().await;
         let mut text = String::new();
         for chunk in chunks.into_iter().flatten() {
             text.push_str(&String::from_utf8_lossy(&chunk));
@@ -375,91 +272,24 @@ impl Engine {
     }
 }
 
-/// `name[:tag]` (with an optional registry port) into the pull's image and tag.
-pub fn split_image_tag(image: &str) -> (String, String) {
-    if image.contains('@') {
-        return (image.to_string(), String::new());
-    }
-    let last_slash = image.rfind('/').map(|i| i + 1).unwrap_or(0);
-    match image[last_slash..].rfind(':') {
-        Some(i) => (image[..last_slash + i].to_string(), image[last_slash + i + 1..].to_string()),
-        None => (image.to_string(), "latest".to_string()),
-    }
-}
-
-fn is_status(e: &bollard::errors::Error, code: u16) -> bool {
-    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code, .. } if *status_code == code)
-}
-
-fn is_not_found(e: &bollard::errors::Error) -> bool {
-    is_status(e, 404)
-}
-
-/// The engine's own words for a failed call: its message, the error a stream carried, or the
-/// HTTP status where the engine gave no message.
-fn api_message(e: &bollard::errors::Error) -> String {
-    use bollard::errors::Error;
-    match e {
-        Error::DockerResponseServerError { status_code, message } if message.trim().is_empty() => {
-            format!("the container engine answered HTTP {status_code} without a message")
-        }
-        Error::DockerResponseServerError { message, .. } => message.trim().to_string(),
-        Error::DockerStreamError { error } if !error.trim().is_empty() => error.trim().to_string(),
-        other => other.to_string(),
-    }
-}
-
-/// Whether a build output line starts a step: Docker's `Step 2/5 : RUN ...` or Podman's
-/// `STEP 2/5: RUN ...`.
-fn is_step_line(line: &str) -> bool {
-    line.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("step ")) && line.contains(':')
-}
-
-/// The base image a `FROM` step line names, with `$VAR`/`${VAR}` from the build args filled
-/// in (the engine prints the line as written); `None` for other steps.
-fn base_image_of_step(step: &str, build_args: &HashMap<String, String>) -> Option<String> {
-    let (_, instruction) = step.split_once(':')?;
-    let mut words = instruction.split_whitespace();
-    if !words.next()?.eq_ignore_ascii_case("from") {
-        return None;
-    }
-    let image = words.find(|w| !w.starts_with("--"))?;
-    Some(shellexpand::env_with_context_no_errors(image, |name| build_args.get(name)).into_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn engine_messages_are_kept() {
-        use bollard::errors::Error;
-        let stream = Error::DockerStreamError { error: "pull access denied for nosuch\n".into() };
-        assert_eq!(api_message(&stream), "pull access denied for nosuch");
-        let empty = Error::DockerResponseServerError { status_code: 400, message: String::new() };
-        assert_eq!(api_message(&empty), "the container engine answered HTTP 400 without a message");
-        let said = Error::DockerResponseServerError { status_code: 500, message: "no space left".into() };
-        assert_eq!(api_message(&said), "no space left");
+    fn actions_parse() {
+        assert_eq!(ContainerAction::parse("die", Some("3")), ContainerAction::Die { exit_code: Some(3) });
+        assert_eq!(ContainerAction::parse("die", None), ContainerAction::Die { exit_code: None });
+        assert_eq!(ContainerAction::parse("destroy", None), ContainerAction::Destroy);
+        assert_eq!(ContainerAction::parse("exec_start", None), ContainerAction::Other("exec_start".into()));
+        assert!(ContainerAction::Oom.ends_run());
+        assert!(!ContainerAction::Pause.ends_run());
     }
 
     #[test]
-    fn base_image_of_a_from_step() {
-        let args = HashMap::from([("PYTHON_VERSION".to_string(), "4invalid-slim".to_string())]);
-        let image = |step: &str| base_image_of_step(step, &args);
-        assert_eq!(image("Step 2/5 : FROM python:${PYTHON_VERSION}").as_deref(), Some("python:4invalid-slim"));
-        assert_eq!(image("STEP 1/3: FROM python:$PYTHON_VERSION AS base").as_deref(), Some("python:4invalid-slim"));
-        assert_eq!(image("Step 1/3 : FROM --platform=linux/amd64 nginx:1").as_deref(), Some("nginx:1"));
-        assert_eq!(image("Step 1/3 : FROM x:${UNSET}").as_deref(), Some("x:${UNSET}"));
-        assert_eq!(image("Step 3/5 : RUN echo FROM x"), None);
-        assert!(is_step_line("Step 3/5 : RUN x") && is_step_line("STEP 3/5: RUN x"));
-        assert!(!is_step_line(" ---> Running in 1234") && !is_step_line("stepping: x"));
-    }
-
-    #[test]
-    fn image_tags() {
-        assert_eq!(split_image_tag("nginx"), ("nginx".into(), "latest".into()));
-        assert_eq!(split_image_tag("nginx:1.25"), ("nginx".into(), "1.25".into()));
-        assert_eq!(split_image_tag("127.0.0.1:5055/app"), ("127.0.0.1:5055/app".into(), "latest".into()));
-        assert_eq!(split_image_tag("127.0.0.1:5055/app:v2"), ("127.0.0.1:5055/app".into(), "v2".into()));
+    fn unavailable_is_distinct() {
+        assert!(EngineError::Unavailable("connection refused".into()).is_unavailable());
+        assert!(!EngineError::NotFound("x".into()).is_unavailable());
+        assert!(!EngineError::Build("x".into()).is_unavailable());
     }
 }

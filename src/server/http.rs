@@ -102,7 +102,8 @@ fn normalize_request_path(req: &mut Request<Incoming>) -> Result<String, PathErr
 }
 
 /// The answer when an app's container cannot serve: 502 with the failure (and when to
-/// retry), the starting page, or 503 while a start takes longer than the wait bound.
+/// retry), the starting page, or 503 while a start takes longer than the wait bound or the
+/// container engine does not answer (retried as soon as it does).
 fn start_error(app: &Deployment, e: StartError) -> Response<ProxyBody> {
     match e {
         StartError::Failed { error, retry_at } => {
@@ -112,6 +113,15 @@ fn start_error(app: &Deployment, e: StartError) -> Response<ProxyBody> {
                 let secs = retry_at.saturating_duration_since(tokio::time::Instant::now()).as_secs().max(1);
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
+            resp
+        }
+        StartError::EngineUnavailable { error } => {
+            let detail = error.strip_prefix("container engine unavailable: ").unwrap_or(&error);
+            let mut resp = error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("app {}: container engine unavailable ({detail}), retry shortly", app.path),
+            );
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             resp
         }
         StartError::Building => starting_page(&app.path.to_string()),

@@ -44,7 +44,7 @@ pub async fn run(home: Home) -> anyhow::Result<()> {
 
     let instance = instance_id(&home)?;
     let store = Store::open(&home.database()).await.context("cannot open the metadata database")?;
-    let engine = Engine::connect(&config.engine.endpoint).await?;
+    let engine = Engine::open(&config.engine.endpoint).await?;
     let apps = Apps::load(config.clone(), home.clone(), instance, store.clone(), engine).await?;
     let frontend = Arc::new(http::Frontend { apps: apps.clone(), proxy: Proxy::new(&config.proxy)? });
 
