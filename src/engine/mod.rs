@@ -43,6 +43,13 @@ pub enum EngineError {
     Removing(String),
 }
 
+impl EngineError {
+    /// Whether the engine itself could not be reached (rather than refusing a request).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, EngineError::Connect { .. })
+    }
+}
+
 /// What to create: everything the engine needs and nothing about apps.
 #[derive(Debug, Clone)]
 pub struct ContainerSpec {

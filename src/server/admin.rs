@@ -46,6 +46,7 @@ impl IntoResponse for AppError {
         let status = match &self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(e) => {
                 tracing::error!("admin request failed: {e:#}");
                 StatusCode::INTERNAL_SERVER_ERROR
