@@ -346,3 +346,34 @@ fn follow_file(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineError;
+
+    fn status_and_message(e: AppError) -> (StatusCode, String) {
+        let message = e.to_string();
+        (e.into_response().status(), message)
+    }
+
+    #[test]
+    fn engine_unavailable_is_503_with_its_cause() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let e = EngineError::Connect {
+            endpoint: "unix:///run/docker.sock".into(),
+            source: bollard::errors::Error::IOError { err: refused },
+        };
+        let (status, message) = status_and_message(e.into());
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(message.contains("unix:///run/docker.sock") && message.contains("connection refused"), "{message}");
+    }
+
+    #[test]
+    fn an_engine_refusal_is_400() {
+        let e = EngineError::Pull { image: "nope:1".into(), message: "pull access denied".into() };
+        let (status, message) = status_and_message(e.into());
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(message.contains("pull access denied"), "{message}");
+    }
+}
