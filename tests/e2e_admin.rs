@@ -89,16 +89,16 @@ fn a_hung_fetch_holds_up_no_other_app_and_dies_with_its_client() {
     let mut hung = spawn_create(&b, &url, "/hung");
     wait_for_git(&b, &url);
 
-    let mut took = Vec::new();
-    took.push(quick(&b, &["app", "list"]));
-    took.push(quick(&b, &["app", "create", "--spec", "proxy", "--param", "url=http://127.0.0.1:9", "-", "/other"]));
-    took.push(quick(
-        &b,
+    // In order: each change depends on the one before (promote needs the staged param).
+    let commands: [&[&str]; 6] = [
+        &["app", "list"],
+        &["app", "create", "--spec", "proxy", "--param", "url=http://127.0.0.1:9", "-", "/other"],
         &["app", "create", "--spec", "image", "--param", "image=nginx", "--param", "port=80", "-", "/img"],
-    ));
-    took.push(quick(&b, &["param", "update", "GREETING", "hello", "/changed"]));
-    took.push(quick(&b, &["app", "promote", "/changed"]));
-    took.push(quick(&b, &["app", "delete", "/doomed"]));
+        &["param", "update", "GREETING", "hello", "/changed"],
+        &["app", "promote", "/changed"],
+        &["app", "delete", "/doomed"],
+    ];
+    let took: Vec<Duration> = commands.iter().map(|args| quick(&b, args)).collect();
     let prod_stage = b.prod_and_stage_versions("/changed");
     b.ensure(prod_stage == (vec![2], vec![2]), format!("promote did not move prod to version 2: {prod_stage:?}"));
     b.ensure(b.find_app("/doomed").is_none(), "/doomed was not deleted");
