@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+use tokio_util::sync::CancellationToken;
+
 use super::{plan, remove_dir_logged, settings, AppError, Apps, Variant};
 use crate::api::{AppInfo, CreateAppRequest};
 use crate::app_path::AppPath;
@@ -14,7 +16,9 @@ use crate::specs::SpecKind;
 use crate::store::{now_secs, AppConfig, AppRecord, Version};
 
 impl Apps {
-    pub async fn create(&self, req: CreateAppRequest) -> Result<AppInfo, AppError> {
+    /// Creates an app. `cancel` stops the source fetch (the admin client went away); once the
+    /// source is fetched, the create runs to its end.
+    pub async fn create(&self, req: CreateAppRequest, cancel: CancellationToken) -> Result<AppInfo, AppError> {
         let bad = |e: &dyn std::fmt::Display| AppError::BadRequest(e.to_string());
         let path = AppPath::parse(&req.path, &self.config.default_domain).map_err(|e| bad(&e))?;
         let spec = self.catalog.lookup(req.spec.as_deref()).map_err(|e| bad(&e))?;
@@ -48,7 +52,7 @@ impl Apps {
         let _reserved = self.reserve_path(&path)?;
         let snapshot = match source {
             SourceSpec::None => None,
-            source => Some(self.fetch_and_prepare(&id, &spec.name, &mut config, &source).await?),
+            source => Some(self.fetch_and_prepare(&id, &spec.name, &mut config, &source, &cancel).await?),
         };
         let v1 = Version { number: 1, config, reason: "create".into(), created_at: now_secs() };
         let record = AppRecord {
@@ -106,6 +110,7 @@ impl Apps {
         spec: &str,
         config: &mut AppConfig,
         source: &SourceSpec,
+        cancel: &CancellationToken,
     ) -> Result<PathBuf, AppError> {
         let spec = self.catalog.lookup(Some(spec)).map_err(|e| AppError::BadRequest(e.to_string()))?;
         let root = self.home.sources_dir().join(app_id);
@@ -117,7 +122,7 @@ impl Apps {
         let timeout = std::time::Duration::from_secs(self.config.source.fetch_timeout_secs);
         let (branch, commit) = (config.git_branch.as_deref(), config.git_commit.as_deref());
         // On error the fetch has removed its work and an empty `root`.
-        let snap = source::fetch(source, branch, commit, &root, timeout)
+        let snap = source::fetch(source, branch, commit, &root, source::FetchLimits { timeout, cancel })
             .await
             .map_err(|e| AppError::BadRequest(format!("{e:#}")))?;
         let (dir, params, args) = (snap.dir.clone(), config.params.clone(), config.build_args.clone());

@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 use super::retire::retire;
 use super::{plan, settings, App, AppError, Apps, Deployment, Variant};
 use crate::api::{AppInfo, VersionInfo};
@@ -286,14 +288,15 @@ impl Apps {
         Ok((app.info(), app.record.stage.config.clone(), app.record.prod.config.clone()))
     }
 
-    /// Fetches the app's source again into a new stage version and builds it. A failed fetch
-    /// or build changes nothing. With `promote`, prod follows once the new version runs.
+    /// Fetches the app's source again into a new stage version and builds it. A failed or
+    /// cancelled (`cancel`) fetch or a failed build changes nothing. With `promote`, prod
+    /// follows once the new version runs.
     pub async fn reload(
         &self,
         path: &str,
-        branch: Option<String>,
-        commit: Option<String>,
+        (branch, commit): (Option<String>, Option<String>),
         (promote, dry_run): (bool, bool),
+        cancel: CancellationToken,
     ) -> Result<ReloadOutcome, AppError> {
         let (_lock, app, _) = self.lock_app(path).await?;
         let source = SourceSpec::parse(&app.record.source_url).map_err(AppError::BadRequest)?;
@@ -310,7 +313,7 @@ impl Apps {
         if commit.is_some() {
             cfg.git_commit = commit;
         }
-        let snapshot = self.fetch_and_prepare(&app.record.id, &app.record.spec, &mut cfg, &source).await?;
+        let snapshot = self.fetch_and_prepare(&app.record.id, &app.record.spec, &mut cfg, &source, &cancel).await?;
         if dry_run {
             // Fetched and checked; report what would be built, keep nothing.
             super::remove_dir_logged(&snapshot);

@@ -60,6 +60,21 @@ impl IntoResponse for AppError {
     }
 }
 
+/// Runs an admin change in a task of its own, so that it is never left half-made when the
+/// client goes away (hyper then drops this handler's future). Going away cancels the token the
+/// change gets: a source fetch, the one long wait on something outside berth that a change
+/// makes before it changes anything, stops on it; everything else runs to its end.
+async fn to_the_end<T, F, Fut>(s: &AdminState, change: F) -> Result<T, AppError>
+where
+    F: FnOnce(Arc<Apps>, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<T, AppError>> + Send + 'static,
+    T: Send + 'static,
+{
+    let cancel = CancellationToken::new();
+    let _cancel_when_dropped = cancel.clone().drop_guard();
+    tokio::spawn(change(s.apps.clone(), cancel)).await.map_err(|e| AppError::Internal(e.into()))?
+}
+
 #[derive(Deserialize)]
 struct ListQuery {
     glob: Option<String>,
@@ -74,7 +89,7 @@ async fn create(
     Json(req): Json<CreateAppRequest>,
 ) -> Result<Json<CreateAppResponse>, AppError> {
     let dry_run = req.dry_run;
-    let app = s.apps.create(req).await?;
+    let app = to_the_end(&s, |apps, cancel| async move { apps.create(req, cancel).await }).await?;
     let host = if app.domain.is_empty() { s.config.default_domain.clone() } else { app.domain.clone() };
     let url = |scheme: &str, port: i32| (port > 0).then(|| format!("{scheme}://{host}:{port}{}", app.path));
     Ok(Json(CreateAppResponse {
@@ -96,7 +111,8 @@ async fn delete(
     State(s): State<Arc<AdminState>>,
     Query(q): Query<PathQuery>,
 ) -> Result<Json<DeleteResponse>, AppError> {
-    let info = s.apps.delete(&q.path, q.dry_run).await?;
+    let (path, dry_run) = (q.path.clone(), q.dry_run);
+    let info = to_the_end(&s, |apps, _| async move { apps.delete(&path, dry_run).await }).await?;
     Ok(Json(DeleteResponse { deleted: vec![info], dry_run: q.dry_run }))
 }
 
@@ -115,7 +131,8 @@ async fn reload(
     State(s): State<Arc<AdminState>>,
     Query(q): Query<ReloadQuery>,
 ) -> Result<Json<ReloadResponse>, AppError> {
-    let outcome = s.apps.reload(&q.path, q.branch, q.commit, (q.promote, q.dry_run)).await?;
+    let (path, refs, flags) = (q.path, (q.branch, q.commit), (q.promote, q.dry_run));
+    let outcome = to_the_end(&s, |apps, cancel| async move { apps.reload(&path, refs, flags, cancel).await }).await?;
     Ok(Json(ReloadResponse {
         app: outcome.app,
         built: outcome.built,
@@ -142,7 +159,9 @@ async fn promote(
     State(s): State<Arc<AdminState>>,
     Query(q): Query<ChangeQuery>,
 ) -> Result<Json<ChangeResponse>, AppError> {
-    Ok(change(s.apps.promote(&q.path, q.dry_run).await?, q.dry_run, None))
+    let (path, dry_run) = (q.path, q.dry_run);
+    let outcome = to_the_end(&s, |apps, _| async move { apps.promote(&path, dry_run).await }).await?;
+    Ok(change(outcome, dry_run, None))
 }
 
 #[derive(Deserialize)]
@@ -171,7 +190,9 @@ async fn param_update(
     Query(q): Query<ParamQuery>,
 ) -> Result<Json<ChangeResponse>, AppError> {
     let c = ConfigChange::Param { key: q.key, value: q.value };
-    Ok(change(s.apps.update(&q.path, c, q.promote, q.dry_run).await?, q.dry_run, None))
+    let (path, promote, dry_run) = (q.path, q.promote, q.dry_run);
+    let outcome = to_the_end(&s, |apps, _| async move { apps.update(&path, c, promote, dry_run).await }).await?;
+    Ok(change(outcome, dry_run, None))
 }
 
 #[derive(Deserialize)]
@@ -196,7 +217,9 @@ async fn metadata_update(
         "conf" => ConfigChange::AppConfig(entries),
         other => return Err(AppError::BadRequest(format!("unknown metadata kind {other} (carg, copt, conf)"))),
     };
-    Ok(change(s.apps.update(&q.path, c, q.promote, q.dry_run).await?, q.dry_run, None))
+    let (path, promote, dry_run) = (q.path, q.promote, q.dry_run);
+    let outcome = to_the_end(&s, |apps, _| async move { apps.update(&path, c, promote, dry_run).await }).await?;
+    Ok(change(outcome, dry_run, None))
 }
 
 async fn versions(
@@ -227,8 +250,10 @@ async fn version_switch(
             AppError::BadRequest(format!("invalid version {n}: expected a number, previous, next or revert"))
         })?),
     };
-    let (from, outcome) = s.apps.switch_version(&q.path, target, q.dry_run).await?;
-    Ok(change(outcome, q.dry_run, Some(from)))
+    let (path, dry_run) = (q.path, q.dry_run);
+    let (from, outcome) =
+        to_the_end(&s, |apps, _| async move { apps.switch_version(&path, target, dry_run).await }).await?;
+    Ok(change(outcome, dry_run, Some(from)))
 }
 
 async fn specs(State(s): State<Arc<AdminState>>) -> Json<Vec<SpecInfo>> {

@@ -96,23 +96,30 @@ pub fn check_ref(what: &str, value: Option<&str>) -> Result<(), String> {
     }
 }
 
+/// How long a fetch may take, and what cancels it (the admin client went away).
+pub struct FetchLimits<'a> {
+    pub timeout: Duration,
+    pub cancel: &'a CancellationToken,
+}
+
 /// Fetches `source` into a new folder under `snapshots_root` (which it creates, owner-only).
-/// A git fetch that takes longer than `timeout` fails. On error nothing is left behind: git
-/// and every process it started are killed, and the work folder (and `snapshots_root`, if
-/// that is empty) are removed. The work runs in its own task, so that this also holds when
-/// the returned future is dropped (the admin client went away): the cleanup then happens in
-/// the background.
+/// A git fetch that takes longer than the timeout, or is cancelled, fails. On error nothing is
+/// left behind: git and every process it started are killed, and the work folder (and
+/// `snapshots_root`, if that is empty) are removed. The work runs in its own task, so that
+/// this also holds when the returned future is dropped: the cleanup then happens in the
+/// background.
 pub async fn fetch(
     source: &SourceSpec,
     branch: Option<&str>,
     commit: Option<&str>,
     snapshots_root: &Path,
-    timeout: Duration,
+    limits: FetchLimits<'_>,
 ) -> anyhow::Result<Snapshot> {
     check_ref("branch", branch).map_err(anyhow::Error::msg)?;
     check_ref("commit", commit).map_err(anyhow::Error::msg)?;
-    let cancel = CancellationToken::new();
+    let cancel = limits.cancel.child_token();
     let _cancel_when_dropped = cancel.clone().drop_guard();
+    let timeout = limits.timeout;
     let stop = Stop { deadline: tokio::time::Instant::now() + timeout, timeout, cancel };
     let (source, root) = (source.clone(), snapshots_root.to_path_buf());
     let (branch, commit) = (branch.map(str::to_string), commit.map(str::to_string));
@@ -201,7 +208,7 @@ impl Stop {
                 "{what} timed out after {}s (the [source] fetch_timeout_secs setting)",
                 self.timeout.as_secs()
             ),
-            _ = self.cancel.cancelled() => anyhow!("{what} was cancelled: the request went away"),
+            _ = self.cancel.cancelled() => anyhow!("{what} was cancelled: the admin client went away"),
         }
     }
 }
@@ -410,6 +417,10 @@ mod tests {
 
     const T: Duration = Duration::from_secs(60);
 
+    fn limits(cancel: &CancellationToken, timeout: Duration) -> FetchLimits<'_> {
+        FetchLimits { timeout, cancel }
+    }
+
     async fn sh(dir: &Path, script: &str) {
         let ok =
             tokio::process::Command::new("sh").arg("-c").arg(script).current_dir(dir).status().await.unwrap().success();
@@ -427,20 +438,40 @@ mod tests {
         let url = format!("file://{}", repo.display());
         let root = tmp.path().join("snapshots");
         let spec = SourceSpec::Git { repo: url.clone(), subdir: "sub".into() };
-        let main = fetch(&spec, None, None, &root, T).await.unwrap();
+        let main = fetch(&spec, None, None, &root, limits(&CancellationToken::new(), T)).await.unwrap();
         assert_eq!(std::fs::read_to_string(main.dir.join("f")).unwrap(), "one\n");
         assert_eq!(main.commit.as_deref(), Some(first.as_str()));
-        let dev = fetch(&spec, Some("dev"), None, &root, T).await.unwrap();
+        let dev = fetch(&spec, Some("dev"), None, &root, limits(&CancellationToken::new(), T)).await.unwrap();
         assert_eq!(std::fs::read_to_string(dev.dir.join("f")).unwrap(), "two\n");
-        let pinned = fetch(&spec, Some("dev"), Some(&first), &root, T).await.unwrap();
+        let pinned =
+            fetch(&spec, Some("dev"), Some(&first), &root, limits(&CancellationToken::new(), T)).await.unwrap();
         assert_eq!(std::fs::read_to_string(pinned.dir.join("f")).unwrap(), "one\n");
-        let err = fetch(&spec, Some("nope"), None, &root, T).await.unwrap_err();
+        let err = fetch(&spec, Some("nope"), None, &root, limits(&CancellationToken::new(), T)).await.unwrap_err();
         assert!(format!("{err:#}").contains("branch nope"), "{err:#}");
-        let err = fetch(&spec, None, Some("0123456789abcdef0123456789abcdef01234567"), &root, T).await.unwrap_err();
+        let err = fetch(
+            &spec,
+            None,
+            Some("0123456789abcdef0123456789abcdef01234567"),
+            &root,
+            limits(&CancellationToken::new(), T),
+        )
+        .await
+        .unwrap_err();
         assert!(format!("{err:#}").contains("not found"), "{err:#}");
-        let local = fetch(&SourceSpec::Local(repo.join("sub")), None, None, &root, T).await.unwrap();
+        let local =
+            fetch(&SourceSpec::Local(repo.join("sub")), None, None, &root, limits(&CancellationToken::new(), T))
+                .await
+                .unwrap();
         assert!(local.dir.join("f").exists());
-        assert!(fetch(&SourceSpec::Local(tmp.path().join("missing")), None, None, &root, T).await.is_err());
+        assert!(fetch(
+            &SourceSpec::Local(tmp.path().join("missing")),
+            None,
+            None,
+            &root,
+            limits(&CancellationToken::new(), T)
+        )
+        .await
+        .is_err());
         let leftovers = std::fs::read_dir(&root)
             .unwrap()
             .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(".fetch"))
@@ -479,7 +510,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("app");
         let started = std::time::Instant::now();
-        let err = fetch(&repo_spec(&url), None, None, &root, Duration::from_secs(1)).await.unwrap_err();
+        let err = fetch(&repo_spec(&url), None, None, &root, limits(&CancellationToken::new(), Duration::from_secs(1)))
+            .await
+            .unwrap_err();
         let err = format!("{err:#}");
         assert!(err.contains("timed out after 1s") && err.contains("fetch_timeout_secs"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
@@ -493,7 +526,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("app");
         let spec = repo_spec(&url);
-        let fetching = fetch(&spec, None, None, &root, T);
+        let never = CancellationToken::new();
+        let fetching = fetch(&spec, None, None, &root, limits(&never, T));
         let waited = tokio::time::timeout(Duration::from_millis(500), fetching).await;
         assert!(waited.is_err(), "the fetch of a silent server cannot finish");
         let gone = async {
@@ -507,6 +541,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_cancelled_fetch_kills_git_and_leaves_nothing() {
+        let (_listener, url) = silent_server().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("app");
+        let cancel = CancellationToken::new();
+        let canceller = cancel.clone();
+        let watched = url.clone();
+        tokio::spawn(async move {
+            while processes_mentioning(&watched).is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            canceller.cancel();
+        });
+        let err = fetch(&repo_spec(&url), None, None, &root, limits(&cancel, T)).await.unwrap_err();
+        assert!(format!("{err:#}").contains("cancelled"), "{err:#}");
+        assert!(processes_mentioning(&url).is_empty(), "git left running: {:?}", processes_mentioning(&url));
+        assert!(!root.exists(), "the empty snapshot root is removed");
+    }
+
+    #[tokio::test]
     async fn branch_and_commit_are_never_options() {
         let tmp = tempfile::tempdir().unwrap();
         let marker = tmp.path().join("pwned");
@@ -514,7 +568,10 @@ mod tests {
         let spec = SourceSpec::Git { repo: format!("file://{}", tmp.path().display()), subdir: String::new() };
         let root = tmp.path().join("app");
         for (branch, commit) in [(Some(evil.as_str()), None), (None, Some(evil.as_str())), (None, Some("-x"))] {
-            let err = fetch(&spec, branch, commit, &root, T).await.unwrap_err().to_string();
+            let err = fetch(&spec, branch, commit, &root, limits(&CancellationToken::new(), T))
+                .await
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("must not start with -"), "{err}");
         }
         assert!(check_ref("commit", Some("")).is_err());
@@ -528,7 +585,15 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let file = tmp.path().join("app.py");
         std::fs::write(&file, "print(1)\n").unwrap();
-        let err = fetch(&SourceSpec::Local(file.clone()), None, None, &tmp.path().join("app"), T).await.unwrap_err();
+        let err = fetch(
+            &SourceSpec::Local(file.clone()),
+            None,
+            None,
+            &tmp.path().join("app"),
+            limits(&CancellationToken::new(), T),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.to_string(), format!("source {} is a file, not a folder", file.display()));
     }
 }
