@@ -276,3 +276,74 @@ async fn home_files_are_owner_only() {
     let after_restart = wrong(&expected);
     b.ensure(after_restart.is_empty(), format!("after a restart of a loosened home:\n{}", after_restart.join("\n")));
 }
+
+/// Issue 7 item 2: changes to one app are serialised. While the app's reload hangs in its
+/// fetch, a param update of the same app waits (and other apps' changes do not); when the
+/// reload's client goes away, the reload is cancelled, changes nothing, and the param update
+/// runs.
+#[test]
+fn changes_to_one_app_wait_for_each_other() {
+    let git_server = SilentGitServer::start();
+    // The app's repository, reached through an `insteadOf` rewrite of the silent server's URL
+    // while the rewrite is in the server's git config; without it the fetch hangs.
+    let forge = tempfile::Builder::new().prefix("berth-e2e-forge-").tempdir().unwrap();
+    let repo = forge.path().join("org/repo");
+    copy_dir(&fixture_app("container"), &repo);
+    set_container_marker(&repo, &format!("berth-e2e-serial-{}", nonce()));
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-qm", "one"]);
+    let gitconfig = forge.path().join("gitconfig");
+    let base = git_server.url.trim_end_matches("org/repo");
+    let rewrite = format!(
+        "[url \"file://{}/\"]\n\tinsteadOf = {base}\n[protocol \"file\"]\n\tallow = always\n",
+        forge.path().display()
+    );
+    std::fs::write(&gitconfig, &rewrite).unwrap();
+    let gc = gitconfig.to_str().unwrap();
+    let b = Berth::start_with_env("", &[("GIT_CONFIG_GLOBAL", gc), ("GIT_CONFIG_NOSYSTEM", "1")]);
+    b.cli_ok(&["app", "create", "--spec", "container", &git_server.url, "/same"]);
+    b.cli_ok(&["app", "create", "--spec", "proxy", "--param", "url=http://127.0.0.1:9", "-", "/neighbour"]);
+    let id = b.app_id("/same");
+    let snapshots = || std::fs::read_dir(b.home_path.join("sources").join(&id)).unwrap().count();
+    b.ensure(snapshots() == 1, "create made one snapshot");
+
+    std::fs::write(&gitconfig, "").unwrap();
+    let spawn = |args: &[&str]| {
+        Command::new(BERTH)
+            .args(args)
+            .env("BERTH_HOME", &b.home_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn berth")
+    };
+    let mut reload = spawn(&["app", "reload", "/same"]);
+    wait_for_git(&b, &git_server.url);
+    let mut update = spawn(&["param", "update", "GREETING", "hello", "/same"]);
+    quick(&b, &["param", "update", "GREETING", "hello", "/neighbour"]);
+    // The update of /same must still be waiting for the reload: give it time to answer.
+    std::thread::sleep(Duration::from_millis(1500));
+    b.ensure(update.try_wait().unwrap().is_none(), "a param update ran while a reload of the same app was fetching");
+    b.ensure(b.version_list("/same").len() == 1, "a change of /same was stored during its reload");
+
+    reload.kill().unwrap();
+    reload.wait().unwrap();
+    let done = wait_until(Duration::from_secs(10), Duration::from_millis(50), || update.try_wait().unwrap().is_some());
+    b.ensure(done.is_some(), "the param update did not run after the reload was cancelled");
+    let status = update.wait().unwrap();
+    let mut err = String::new();
+    update.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    b.ensure(status.success(), format!("the param update failed: {err}"));
+    let versions = b.version_list("/same");
+    b.ensure(versions.len() == 2, format!("expected the create and the param update only: {versions:?}"));
+    b.ensure(versions[1]["params"]["GREETING"] == "hello", format!("version 2: {}", versions[1]));
+    let clean = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        processes_mentioning(&git_server.url).is_empty() && snapshots() == 1
+    });
+    b.ensure(
+        clean.is_some(),
+        format!("the cancelled reload left git {:?} or a folder", processes_mentioning(&git_server.url)),
+    );
+}
