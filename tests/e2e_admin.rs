@@ -347,3 +347,45 @@ fn changes_to_one_app_wait_for_each_other() {
         format!("the cancelled reload left git {:?} or a folder", processes_mentioning(&git_server.url)),
     );
 }
+
+/// A change whose client goes away after the change began runs to its end: a promote whose
+/// CLI is killed while the new prod container starts still moves prod (it is never left
+/// half-made, with the new container started and prod not switched).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promote_whose_client_goes_away_still_completes() {
+    let b = Berth::start();
+    let marker = format!("berth-e2e-promote-{}", nonce());
+    let src = container_app_with_marker(&marker);
+    let mut images = ImageCleanup(Vec::new());
+    b.cli_ok(&["app", "create", "--spec", "container", src.path().to_str().unwrap(), "/prom"]);
+    images.add(b.app_image("/prom"));
+    let client = slow_client(&[], Duration::from_secs(300));
+    let got = get_until_marker(&client, &b.http_url("localhost", "/prom/"), &marker, Duration::from_secs(300)).await;
+    b.ensure(matches!(&got, Ok(g) if g.status == 200), format!("the app did not build and serve: {got:?}"));
+    let id = b.app_id("/prom");
+    b.cli_ok(&["param", "update", "GREETING", "hello", "/prom"]);
+
+    let mut promote = Command::new(BERTH)
+        .args(["app", "promote", "/prom"])
+        .env("BERTH_HOME", &b.home_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn berth app promote");
+    // The new prod container exists: the promote is under way. Its client goes away.
+    let started = wait_until(Duration::from_secs(30), Duration::from_millis(10), || {
+        b.containers_of_variant(&id, "prod").len() == 2
+    });
+    b.ensure(started.is_some(), "the promote did not create the new prod container");
+    promote.kill().unwrap();
+    promote.wait().unwrap();
+    let moved = wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
+        b.prod_and_stage_versions("/prom").0 == vec![2]
+    });
+    b.ensure(moved.is_some(), format!("prod did not move to version 2: {:?}", b.prod_and_stage_versions("/prom")));
+    let gone = wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        b.containers_of_variant(&id, "prod").len() == 1
+    });
+    b.ensure(gone.is_some(), format!("the old prod container stayed: {:?}", b.containers_of_variant(&id, "prod")));
+}
