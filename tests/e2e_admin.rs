@@ -1,7 +1,9 @@
 //! End-to-end tests of the admin API under a hung source: one app's git fetch that never
 //! ends holds up no other app's change; a create whose client goes away (or that times out)
-//! kills its git processes and leaves no folder; the path it reserved is free again. Also the
-//! seed's single-dash proxy example, param-name checks, and owner-only home files.
+//! kills its git processes and leaves no folder; the path it reserved is free again; changes
+//! to one app wait for each other; a change whose client goes away after it began still
+//! completes. Also the seed's single-dash proxy example, param-name checks, and owner-only
+//! home files.
 
 mod common;
 
