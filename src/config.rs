@@ -18,6 +18,7 @@ pub struct Config {
     pub container: ContainerDefaults,
     pub proxy: ProxyConfig,
     pub server: ServerConfig,
+    pub source: SourceConfig,
     /// Secret providers: `[secret.<name>]`, typed by the name's prefix (env, prop/file, vault).
     pub secret: std::collections::BTreeMap<String, crate::secrets::ProviderConfig>,
 }
@@ -86,6 +87,21 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
 }
 
+/// Fetching apps' sources (`[source]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SourceConfig {
+    /// How long one fetch of a git source (clone and checkout) may take; then git and every
+    /// process it started are killed and nothing of the fetch is kept.
+    pub fetch_timeout_secs: u64,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig { fetch_timeout_secs: 300 }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -97,6 +113,7 @@ impl Default for Config {
             container: ContainerDefaults::default(),
             proxy: ProxyConfig::default(),
             server: ServerConfig::default(),
+            source: SourceConfig::default(),
             secret: Default::default(),
         }
     }
@@ -177,8 +194,11 @@ impl Home {
     pub fn sources_dir(&self) -> PathBuf {
         self.root.join("sources")
     }
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join("logs")
+    }
     pub fn build_log(&self, app_id: &str) -> PathBuf {
-        self.root.join("logs").join(format!("{app_id}.build.log"))
+        self.logs_dir().join(format!("{app_id}.build.log"))
     }
     pub fn instance_id_file(&self) -> PathBuf {
         self.root.join("instance_id")
@@ -218,6 +238,7 @@ mod tests {
         assert_eq!(c.container.idle_shutdown_secs, 180);
         assert_eq!(c.default_domain, "localhost");
         assert_eq!(c.proxy.response_timeout_secs, 300);
+        assert_eq!(c.source.fetch_timeout_secs, 300);
     }
 
     #[test]

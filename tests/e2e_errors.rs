@@ -237,3 +237,22 @@ fn cli_without_server_fails_cleanly() {
     assert!(failures.is_empty(), "with no server running in {}:\n{}", b.home_path.display(), failures.join("\n"));
     assert!(!b.home_path.join("run/berth.sock").exists(), "a CLI command must not create the admin socket");
 }
+
+/// Issue 7 item 5: a file given as a source says it is a file (not that it does not exist),
+/// and nothing is created.
+#[test]
+fn a_file_as_source_says_so() {
+    let b = Berth::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.py");
+    std::fs::write(&file, "print('hi')\n").unwrap();
+    let out = b.cli(&["app", "create", "--spec", "python-wsgi", file.to_str().unwrap(), "/fileapp"]);
+    b.ensure(
+        out.code == 1
+            && is_single_error_line(&out.stderr)
+            && out.stderr.contains(&format!("{} is a file, not a folder", file.display())),
+        format!("a file as source: {out}"),
+    );
+    b.ensure(b.app_list().is_empty(), "a file as source created an app");
+    b.ensure(b.source_entries().is_empty(), format!("left under sources/: {:?}", b.source_entries()));
+}

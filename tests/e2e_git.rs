@@ -361,3 +361,38 @@ fn bad_branch_or_commit_fails_create_cleanly() {
     b.ensure(failures.is_empty(), format!("bad git input at create:\n{}", failures.join("\n\n")));
     eprintln!("TIMING bad_branch_or_commit_fails_create_cleanly {:.1}s", t0.elapsed().as_secs_f64());
 }
+
+/// Issue 7 item 7: a branch or commit can never be read as a git option, at create and at
+/// reload: `--commit=--upload-pack=touch <file>` and the like are refused with one line,
+/// nothing runs, nothing is created or changed.
+#[test]
+fn branch_and_commit_are_never_git_options() {
+    let b = Berth::start();
+    let repo = Repo::new("repo", "", &format!("berth-e2e-opt-{}", nonce()));
+    let url = repo.url();
+    let marker_dir = tempfile::tempdir().unwrap();
+    let marker = marker_dir.path().join("pwned");
+    let evil = format!("--upload-pack=touch {}", marker.display());
+    let mut failures = Vec::new();
+    let mut refused = |what: &str, out: CmdOut| {
+        if !(out.code == 1 && is_single_error_line(&out.stderr) && out.stderr.contains("must not start with -")) {
+            failures.push(format!("{what}: expected one `must not start with -` error line: {out}"));
+        }
+    };
+    for flag in ["--commit", "--branch"] {
+        let arg = format!("{flag}={evil}");
+        refused(&format!("create {arg}"), b.cli(&["app", "create", "--spec", "container", &arg, &url, "/opt"]));
+    }
+    b.ensure(b.app_list().is_empty(), "a refused create made an app");
+    b.ensure(b.source_entries().is_empty(), format!("left under sources/: {:?}", b.source_entries()));
+    create(&b, &url, "/opt", &[]);
+    let versions = b.version_list("/opt");
+    for flag in ["--commit", "--branch"] {
+        let arg = format!("{flag}={evil}");
+        refused(&format!("reload {arg}"), b.cli(&["app", "reload", &arg, "/opt"]));
+        refused(&format!("reload {flag}=-x"), b.cli(&["app", "reload", &format!("{flag}=-x"), "/opt"]));
+    }
+    b.ensure(failures.is_empty(), failures.join("\n"));
+    b.ensure(!marker.exists(), "git ran the injected command");
+    b.ensure(b.version_list("/opt") == versions, "a refused reload added a version");
+}

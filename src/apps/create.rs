@@ -4,25 +4,33 @@
 
 use std::path::PathBuf;
 
-use rand::Rng;
+use tokio_util::sync::CancellationToken;
 
 use super::{plan, remove_dir_logged, settings, AppError, Apps, Variant};
 use crate::api::{AppInfo, CreateAppRequest};
 use crate::app_path::AppPath;
 use crate::engine;
+use crate::ids;
 use crate::source::{self, SourceSpec};
 use crate::specs::SpecKind;
 use crate::store::{now_secs, AppConfig, AppRecord, Version};
 
 impl Apps {
-    pub async fn create(&self, req: CreateAppRequest) -> Result<AppInfo, AppError> {
+    /// Creates an app. `cancel` stops the source fetch (the admin client went away); once the
+    /// source is fetched, the create runs to its end.
+    pub async fn create(&self, req: CreateAppRequest, cancel: CancellationToken) -> Result<AppInfo, AppError> {
         let bad = |e: &dyn std::fmt::Display| AppError::BadRequest(e.to_string());
         let path = AppPath::parse(&req.path, &self.config.default_domain).map_err(|e| bad(&e))?;
         let spec = self.catalog.lookup(req.spec.as_deref()).map_err(|e| bad(&e))?;
         let source_url = req.source_url.trim().to_string();
         spec.check_source(&source_url).map_err(|e| bad(&e))?;
         let source = SourceSpec::parse(&source_url).map_err(AppError::BadRequest)?;
+        for key in req.params.keys() {
+            crate::specs::check_param_key(key).map_err(|e| bad(&e))?;
+        }
         spec.check_params(&req.params).map_err(|e| bad(&e))?;
+        source::check_ref("branch", req.git_branch.as_deref()).map_err(AppError::BadRequest)?;
+        source::check_ref("commit", req.git_commit.as_deref()).map_err(AppError::BadRequest)?;
         settings::resolve(&self.config.container, &spec, &req.app_config).map_err(AppError::BadRequest)?;
         engine::options::parse(&req.container_options, self.config.container.allow_host_access)
             .map_err(AppError::BadRequest)?;
@@ -39,12 +47,12 @@ impl Apps {
             git_commit: req.git_commit.clone(),
             ..Default::default()
         };
-        let id = new_app_id();
-        let _admin = self.admin.lock().await;
-        self.check_conflicts(&path)?;
+        let id = format!("app_prd_{}", ids::random_id(20));
+        // Held until the app is published (or the create fails or is cancelled).
+        let _reserved = self.reserve_path(&path)?;
         let snapshot = match source {
             SourceSpec::None => None,
-            source => Some(self.fetch_and_prepare(&id, &spec.name, &mut config, &source).await?),
+            source => Some(self.fetch_and_prepare(&id, &spec.name, &mut config, &source, &cancel).await?),
         };
         let v1 = Version { number: 1, config, reason: "create".into(), created_at: now_secs() };
         let record = AppRecord {
@@ -85,14 +93,6 @@ impl Apps {
         Ok(info)
     }
 
-    fn check_conflicts(&self, path: &AppPath) -> Result<(), AppError> {
-        let apps = self.apps.read();
-        match apps.values().find(|a| a.record.path.conflicts_with(path, &self.config.default_domain)) {
-            Some(existing) => Err(AppError::BadRequest(format!("App already exists at {}", existing.record.path))),
-            None => Ok(()),
-        }
-    }
-
     /// Checks that every secret template in `values` parses and resolves (the value is
     /// dropped at once), so a wrong provider or key is reported when the value is set.
     pub(super) async fn check_secrets(&self, values: impl Iterator<Item = &String>) -> Result<(), AppError> {
@@ -110,6 +110,7 @@ impl Apps {
         spec: &str,
         config: &mut AppConfig,
         source: &SourceSpec,
+        cancel: &CancellationToken,
     ) -> Result<PathBuf, AppError> {
         let spec = self.catalog.lookup(Some(spec)).map_err(|e| AppError::BadRequest(e.to_string()))?;
         let root = self.home.sources_dir().join(app_id);
@@ -118,14 +119,12 @@ impl Apps {
                 let _ = std::fs::remove_dir(&root);
             }
         };
-        let snap = match source::fetch(source, config.git_branch.as_deref(), config.git_commit.as_deref(), &root).await
-        {
-            Ok(snap) => snap,
-            Err(e) => {
-                remove_empty_root();
-                return Err(AppError::BadRequest(format!("{e:#}")));
-            }
-        };
+        let timeout = std::time::Duration::from_secs(self.config.source.fetch_timeout_secs);
+        let (branch, commit) = (config.git_branch.as_deref(), config.git_commit.as_deref());
+        // On error the fetch has removed its work and an empty `root`.
+        let snap = source::fetch(source, branch, commit, &root, source::FetchLimits { timeout, cancel })
+            .await
+            .map_err(|e| AppError::BadRequest(format!("{e:#}")))?;
         let (dir, params, args) = (snap.dir.clone(), config.params.clone(), config.build_args.clone());
         let prepared = tokio::task::spawn_blocking(move || plan::prepare_build(&spec, &dir, &params, &args))
             .await
@@ -148,8 +147,7 @@ impl Apps {
     /// Deletes the app at exactly `path` (prod and stage) and removes its containers, images
     /// no other app uses, and source snapshots.
     pub async fn delete(&self, path: &str, dry_run: bool) -> Result<AppInfo, AppError> {
-        let _admin = self.admin.lock().await;
-        let (app, variant) = self.find(path)?;
+        let (_lock, app, variant) = self.lock_app(path).await?;
         if variant == Variant::Stage {
             return Err(AppError::BadRequest(format!(
                 "delete the app at {} (its stage goes with it)",
@@ -183,14 +181,8 @@ impl Apps {
         }
         remove_dir_logged(&self.home.sources_dir().join(&app.record.id));
         let _ = std::fs::remove_file(self.builder.log_file(&app.record.id));
+        self.admin.forget(&app.record.id);
         tracing::info!(app = %app.record.path, "app deleted");
         Ok(info)
     }
-}
-
-fn new_app_id() -> String {
-    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut rng = rand::thread_rng();
-    let suffix: String = (0..20).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect();
-    format!("app_prd_{suffix}")
 }

@@ -11,6 +11,7 @@ mod create;
 mod events;
 pub mod health;
 pub mod lifecycle;
+mod locks;
 pub mod plan;
 pub mod reaper;
 mod retire;
@@ -193,14 +194,36 @@ pub enum AppError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// The container engine cannot be reached: a retry later may succeed.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
 
 impl From<EngineError> for AppError {
     fn from(e: EngineError) -> Self {
-        AppError::BadRequest(e.to_string())
+        let message = with_causes(&e);
+        if e.is_unavailable() {
+            AppError::Unavailable(message)
+        } else {
+            AppError::BadRequest(message)
+        }
     }
+}
+
+/// An error's message followed by those of its causes that it does not already say.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        cause = c.source();
+    }
+    message
 }
 
 pub struct Apps {
@@ -214,8 +237,8 @@ pub struct Apps {
     secrets: Arc<Secrets>,
     apps: Registry,
     routes: ArcSwap<RouteTable<Deployment>>,
-    /// Serialises admin operations so checks and writes see the same app set.
-    admin: tokio::sync::Mutex<()>,
+    /// Per-app serialisation of changes and the paths of creates in progress.
+    admin: locks::AdminLocks,
     tasks: TaskTracker,
     cancel: CancellationToken,
     /// Boot adoption ran (it waits for the engine when the server starts while it is down).
@@ -253,7 +276,7 @@ impl Apps {
             builder,
             secrets,
             apps: Registry::default(),
-            admin: tokio::sync::Mutex::new(()),
+            admin: locks::AdminLocks::default(),
             tasks: TaskTracker::new(),
             cancel: CancellationToken::new(),
             adopted: std::sync::atomic::AtomicBool::new(false),
@@ -350,7 +373,9 @@ impl Apps {
     }
 
     fn rebuild_routes(&self) {
-        let apps = self.apps.read();
+        // Exclusive, so that concurrent changes of different apps publish in order: the last
+        // table stored is built from the latest set of apps.
+        let apps = self.apps.write();
         let table = RouteTable::build(
             &self.config.default_domain,
             apps.values()

@@ -5,12 +5,14 @@
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 use super::retire::retire;
 use super::{plan, settings, App, AppError, Apps, Deployment, Variant};
 use crate::api::{AppInfo, VersionInfo};
 use crate::engine;
-use crate::source::SourceSpec;
-use crate::specs::SpecKind;
+use crate::source::{self, SourceSpec};
+use crate::specs::{check_param_key, SpecKind};
 use crate::store::{AppConfig, Version};
 
 /// One staged change.
@@ -88,12 +90,15 @@ impl Apps {
         promote: bool,
         dry_run: bool,
     ) -> Result<ChangeOutcome, AppError> {
-        let _admin = self.admin.lock().await;
-        let (app, _) = self.find(path)?;
+        let (_lock, app, _) = self.lock_app(path).await?;
         let spec = self.catalog.lookup(Some(&app.record.spec)).map_err(|e| AppError::BadRequest(e.to_string()))?;
         let mut cfg = app.record.stage.config.clone();
         match &change {
             ConfigChange::Param { key, value } => {
+                if value.trim() != "-" {
+                    // Deleting a badly named param (stored before names were checked) is fine.
+                    check_param_key(key.trim()).map_err(|e| AppError::BadRequest(e.to_string()))?;
+                }
                 apply(&mut cfg.params, &[(key.clone(), value.clone())], true);
                 spec.check_params(&cfg.params).map_err(|e| AppError::BadRequest(e.to_string()))?;
                 self.check_secrets(cfg.params.get(key.trim()).into_iter()).await?;
@@ -168,8 +173,7 @@ impl Apps {
 
     /// Makes prod serve the stage's version.
     pub async fn promote(&self, path: &str, dry_run: bool) -> Result<ChangeOutcome, AppError> {
-        let _admin = self.admin.lock().await;
-        let (app, _) = self.find(path)?;
+        let (_lock, app, _) = self.lock_app(path).await?;
         let version = app.record.stage.number;
         if dry_run {
             let promoted = app.record.prod.number != version;
@@ -226,8 +230,7 @@ impl Apps {
         target: VersionTarget,
         dry_run: bool,
     ) -> Result<(i64, ChangeOutcome), AppError> {
-        let _admin = self.admin.lock().await;
-        let (app, _) = self.find(path)?;
+        let (_lock, app, _) = self.lock_app(path).await?;
         let current = app.record.prod.number;
         let numbers: Vec<i64> = self.store.versions(&app.record.id).await?.iter().map(|v| v.number).collect();
         let number = match target {
@@ -285,22 +288,24 @@ impl Apps {
         Ok((app.info(), app.record.stage.config.clone(), app.record.prod.config.clone()))
     }
 
-    /// Fetches the app's source again into a new stage version and builds it. A failed fetch
-    /// or build changes nothing. With `promote`, prod follows once the new version runs.
+    /// Fetches the app's source again into a new stage version and builds it. A failed or
+    /// cancelled (`cancel`) fetch or a failed build changes nothing. With `promote`, prod
+    /// follows once the new version runs.
     pub async fn reload(
         &self,
         path: &str,
-        branch: Option<String>,
-        commit: Option<String>,
+        (branch, commit): (Option<String>, Option<String>),
         (promote, dry_run): (bool, bool),
+        cancel: CancellationToken,
     ) -> Result<ReloadOutcome, AppError> {
-        let _admin = self.admin.lock().await;
-        let (app, _) = self.find(path)?;
+        let (_lock, app, _) = self.lock_app(path).await?;
         let source = SourceSpec::parse(&app.record.source_url).map_err(AppError::BadRequest)?;
         if source == SourceSpec::None {
             return Err(AppError::BadRequest(format!("app {} has no source to reload", app.record.path)));
         }
         let mut cfg = app.record.stage.config.clone();
+        source::check_ref("branch", branch.as_deref()).map_err(AppError::BadRequest)?;
+        source::check_ref("commit", commit.as_deref()).map_err(AppError::BadRequest)?;
         if branch.is_some() {
             cfg.git_branch = branch;
             cfg.git_commit = None;
@@ -308,7 +313,7 @@ impl Apps {
         if commit.is_some() {
             cfg.git_commit = commit;
         }
-        let snapshot = self.fetch_and_prepare(&app.record.id, &app.record.spec, &mut cfg, &source).await?;
+        let snapshot = self.fetch_and_prepare(&app.record.id, &app.record.spec, &mut cfg, &source, &cancel).await?;
         if dry_run {
             // Fetched and checked; report what would be built, keep nothing.
             super::remove_dir_logged(&snapshot);

@@ -361,3 +361,46 @@ fn parse_options(entries: &[String]) -> Result<BTreeMap<String, String>, String>
     }
     Ok(map)
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn kv_entries() {
+        let entries = ["A=1".to_string(), " B =x=y".to_string(), "C=".to_string()];
+        let map = parse_kv(&entries, "param").unwrap();
+        assert_eq!(map["A"], "1");
+        assert_eq!(map["B"], "x=y");
+        assert_eq!(map["C"], "");
+        assert_eq!(parse_kv(&["foo".into()], "param").unwrap_err(), "invalid param format: foo (expected KEY=VALUE)");
+        assert!(parse_kv(&[" =1".into()], "param").is_err());
+        assert_eq!(parse_options(&["read-only".into()]).unwrap()["read-only"], "");
+    }
+
+    proptest! {
+        #[test]
+        fn kv_never_panics(entries in proptest::collection::vec(any::<String>(), 0..5)) {
+            let _ = parse_kv(&entries, "param");
+            let _ = parse_options(&entries);
+        }
+
+        /// `KEY=VALUE` gives back the key (trimmed) and the value exactly, whatever it holds.
+        #[test]
+        fn kv_round_trips(key in "[^=]*[^=\\s][^=]*", value in any::<String>()) {
+            let map = parse_kv(&[format!("{key}={value}")], "param").unwrap();
+            prop_assert_eq!(map.len(), 1);
+            prop_assert_eq!(map.get(key.trim()), Some(&value));
+        }
+
+        /// An entry without `=` is refused, naming the entry, on one line.
+        #[test]
+        fn kv_without_equals_is_refused(entry in "[^=\n]*") {
+            let err = parse_kv(std::slice::from_ref(&entry), "param").unwrap_err();
+            prop_assert!(err.contains(&entry));
+            prop_assert_eq!(err.lines().count(), 1);
+        }
+    }
+}

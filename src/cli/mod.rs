@@ -9,7 +9,9 @@ mod server;
 mod spec;
 mod version;
 
-use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::Home;
 
@@ -53,7 +55,7 @@ enum Command {
 /// on stderr).
 pub fn main() -> i32 {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(double_dash_long_options(std::env::args_os().collect())) {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
@@ -89,6 +91,75 @@ pub fn main() -> i32 {
     }
 }
 
+/// Clace's CLI (Go's flag package) takes long options with one dash: `-param url=...`,
+/// `-spec proxy`, `-approve`, `-dry-run`. Rewrites `-name` and `-name=value` to `--name...`
+/// when `name` is a long option (or alias) of the subcommand being run. Everything else is
+/// left as it is: `-` (no source), short flags (`-p`), the value after an option that takes
+/// one, and anything after `--`.
+fn double_dash_long_options(args: Vec<OsString>) -> Vec<OsString> {
+    let mut command = Cli::command();
+    let mut args = args.into_iter();
+    let mut out: Vec<OsString> = args.next().into_iter().collect();
+    let mut rest: Vec<OsString> = Vec::new();
+    for arg in args.by_ref() {
+        match arg.to_str().and_then(|a| command.find_subcommand(a)).cloned() {
+            Some(sub) => {
+                command = sub;
+                out.push(arg);
+            }
+            None => {
+                rest.push(arg);
+                break;
+            }
+        }
+    }
+    rest.extend(args);
+    let long = |name: &str| {
+        command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(name) || a.get_all_aliases().unwrap_or_default().contains(&name))
+    };
+    let short_takes_value =
+        |c: char| command.get_arguments().any(|a| a.get_short() == Some(c) && a.get_action().takes_values());
+    let mut rest = rest.into_iter();
+    let mut value_next = false;
+    while let Some(arg) = rest.next() {
+        let Some(text) = arg.to_str().filter(|_| !value_next) else {
+            value_next = false;
+            out.push(arg);
+            continue;
+        };
+        if text == "--" {
+            out.push(arg);
+            out.extend(rest.by_ref());
+            break;
+        }
+        let (name, has_value) = match text.split_once('=') {
+            Some((name, _)) => (name, true),
+            None => (text, false),
+        };
+        if let Some(name) = name.strip_prefix("--") {
+            value_next = !has_value && long(name).is_some_and(|a| a.get_action().takes_values());
+            out.push(arg);
+        } else if let Some(name) = name.strip_prefix('-').filter(|n| n.chars().count() > 1) {
+            match long(name) {
+                Some(a) => {
+                    value_next = !has_value && a.get_action().takes_values();
+                    out.push(format!("-{text}").into());
+                }
+                None => out.push(arg),
+            }
+        } else {
+            let mut chars = name.chars();
+            value_next = !has_value
+                && chars.next() == Some('-')
+                && matches!((chars.next(), chars.next()), (Some(c), None) if short_takes_value(c));
+            out.push(arg);
+        }
+    }
+    out
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     let home = Home::from_env()?;
     match cli.command {
@@ -107,4 +178,52 @@ where
 {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(f(client::AdminClient::new(home.socket())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewrite(line: &str) -> String {
+        let args = line.split(' ').map(OsString::from).collect();
+        let out: Vec<String> = double_dash_long_options(args).into_iter().map(|a| a.into_string().unwrap()).collect();
+        out.join(" ")
+    }
+
+    #[test]
+    fn single_dash_long_options_as_in_clace() {
+        assert_eq!(
+            rewrite("berth app create -spec proxy -approve -param url=http://127.0.0.1:9 - proxyapp.localhost:/"),
+            "berth app create --spec proxy --approve --param url=http://127.0.0.1:9 - proxyapp.localhost:/"
+        );
+        assert_eq!(
+            rewrite("berth app create -spec=image -dry-run -branch=main -container-arg A=1 -p port=80 - /x"),
+            "berth app create --spec=image --dry-run --branch=main --container-arg A=1 -p port=80 - /x"
+        );
+        assert_eq!(
+            rewrite("berth param update -promote -dry-run K V /x"),
+            "berth param update --promote --dry-run K V /x"
+        );
+        assert_eq!(rewrite("berth app list -format json"), "berth app list --format json");
+    }
+
+    #[test]
+    fn values_unknown_names_and_after_double_dash_stay() {
+        // The value of an option is never rewritten, even when it looks like one.
+        assert_eq!(rewrite("berth app create -param -approve - /x"), "berth app create --param -approve - /x");
+        assert_eq!(rewrite("berth app create -p -spec - /x"), "berth app create -p -spec - /x");
+        // Not a long option of this subcommand.
+        assert_eq!(rewrite("berth app create -nope - /x"), "berth app create -nope - /x");
+        assert_eq!(rewrite("berth app list -promote"), "berth app list -promote");
+        assert_eq!(rewrite("berth app create -- -spec"), "berth app create -- -spec");
+        assert_eq!(rewrite("berth -spec"), "berth -spec");
+    }
+
+    #[test]
+    fn rewritten_lines_parse() {
+        let args = "berth app create -spec proxy -approve -param url=http://127.0.0.1:9 - p.localhost:/";
+        let cli = Cli::try_parse_from(double_dash_long_options(args.split(' ').map(OsString::from).collect()));
+        assert!(cli.is_ok(), "{cli:?}");
+        Cli::command().debug_assert();
+    }
 }

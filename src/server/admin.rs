@@ -49,6 +49,7 @@ impl IntoResponse for AppError {
         let status = match &self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(e) => {
                 tracing::error!("admin request failed: {e:#}");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -60,6 +61,21 @@ impl IntoResponse for AppError {
         };
         (status, Json(ErrorBody { message })).into_response()
     }
+}
+
+/// Runs an admin change in a task of its own, so that it is never left half-made when the
+/// client goes away (hyper then drops this handler's future). Going away cancels the token the
+/// change gets: a source fetch, the one long wait on something outside berth that a change
+/// makes before it changes anything, stops on it; everything else runs to its end.
+async fn to_the_end<T, F, Fut>(s: &AdminState, change: F) -> Result<T, AppError>
+where
+    F: FnOnce(Arc<Apps>, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<T, AppError>> + Send + 'static,
+    T: Send + 'static,
+{
+    let cancel = CancellationToken::new();
+    let _cancel_when_dropped = cancel.clone().drop_guard();
+    tokio::spawn(change(s.apps.clone(), cancel)).await.map_err(|e| AppError::Internal(e.into()))?
 }
 
 #[derive(Deserialize)]
@@ -76,7 +92,7 @@ async fn create(
     Json(req): Json<CreateAppRequest>,
 ) -> Result<Json<CreateAppResponse>, AppError> {
     let dry_run = req.dry_run;
-    let app = s.apps.create(req).await?;
+    let app = to_the_end(&s, |apps, cancel| async move { apps.create(req, cancel).await }).await?;
     let host = if app.domain.is_empty() { s.config.default_domain.clone() } else { app.domain.clone() };
     let url = |scheme: &str, port: i32| (port > 0).then(|| format!("{scheme}://{host}:{port}{}", app.path));
     Ok(Json(CreateAppResponse {
@@ -98,7 +114,8 @@ async fn delete(
     State(s): State<Arc<AdminState>>,
     Query(q): Query<PathQuery>,
 ) -> Result<Json<DeleteResponse>, AppError> {
-    let info = s.apps.delete(&q.path, q.dry_run).await?;
+    let (path, dry_run) = (q.path.clone(), q.dry_run);
+    let info = to_the_end(&s, |apps, _| async move { apps.delete(&path, dry_run).await }).await?;
     Ok(Json(DeleteResponse { deleted: vec![info], dry_run: q.dry_run }))
 }
 
@@ -117,7 +134,8 @@ async fn reload(
     State(s): State<Arc<AdminState>>,
     Query(q): Query<ReloadQuery>,
 ) -> Result<Json<ReloadResponse>, AppError> {
-    let outcome = s.apps.reload(&q.path, q.branch, q.commit, (q.promote, q.dry_run)).await?;
+    let (path, refs, flags) = (q.path, (q.branch, q.commit), (q.promote, q.dry_run));
+    let outcome = to_the_end(&s, |apps, cancel| async move { apps.reload(&path, refs, flags, cancel).await }).await?;
     Ok(Json(ReloadResponse {
         app: outcome.app,
         built: outcome.built,
@@ -144,7 +162,9 @@ async fn promote(
     State(s): State<Arc<AdminState>>,
     Query(q): Query<ChangeQuery>,
 ) -> Result<Json<ChangeResponse>, AppError> {
-    Ok(change(s.apps.promote(&q.path, q.dry_run).await?, q.dry_run, None))
+    let (path, dry_run) = (q.path, q.dry_run);
+    let outcome = to_the_end(&s, |apps, _| async move { apps.promote(&path, dry_run).await }).await?;
+    Ok(change(outcome, dry_run, None))
 }
 
 #[derive(Deserialize)]
@@ -173,7 +193,9 @@ async fn param_update(
     Query(q): Query<ParamQuery>,
 ) -> Result<Json<ChangeResponse>, AppError> {
     let c = ConfigChange::Param { key: q.key, value: q.value };
-    Ok(change(s.apps.update(&q.path, c, q.promote, q.dry_run).await?, q.dry_run, None))
+    let (path, promote, dry_run) = (q.path, q.promote, q.dry_run);
+    let outcome = to_the_end(&s, |apps, _| async move { apps.update(&path, c, promote, dry_run).await }).await?;
+    Ok(change(outcome, dry_run, None))
 }
 
 #[derive(Deserialize)]
@@ -198,7 +220,9 @@ async fn metadata_update(
         "conf" => ConfigChange::AppConfig(entries),
         other => return Err(AppError::BadRequest(format!("unknown metadata kind {other} (carg, copt, conf)"))),
     };
-    Ok(change(s.apps.update(&q.path, c, q.promote, q.dry_run).await?, q.dry_run, None))
+    let (path, promote, dry_run) = (q.path, q.promote, q.dry_run);
+    let outcome = to_the_end(&s, |apps, _| async move { apps.update(&path, c, promote, dry_run).await }).await?;
+    Ok(change(outcome, dry_run, None))
 }
 
 async fn versions(
@@ -229,8 +253,10 @@ async fn version_switch(
             AppError::BadRequest(format!("invalid version {n}: expected a number, previous, next or revert"))
         })?),
     };
-    let (from, outcome) = s.apps.switch_version(&q.path, target, q.dry_run).await?;
-    Ok(change(outcome, q.dry_run, Some(from)))
+    let (path, dry_run) = (q.path, q.dry_run);
+    let (from, outcome) =
+        to_the_end(&s, |apps, _| async move { apps.switch_version(&path, target, dry_run).await }).await?;
+    Ok(change(outcome, dry_run, Some(from)))
 }
 
 async fn specs(State(s): State<Arc<AdminState>>) -> Json<Vec<SpecInfo>> {
@@ -412,5 +438,36 @@ mod build_log_follow_tests {
             tokio::spawn(collect(follow_build_log(tokio::fs::File::open(&path).await.unwrap(), rx, stop.clone())));
         stop.cancel();
         assert_eq!(follow.await.unwrap().as_deref(), Some(""));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineError;
+
+    fn status_and_message(e: AppError) -> (StatusCode, String) {
+        let message = e.to_string();
+        (e.into_response().status(), message)
+    }
+
+    #[test]
+    fn engine_unavailable_is_503_with_its_cause() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let e = EngineError::Connect {
+            endpoint: "unix:///run/docker.sock".into(),
+            source: bollard::errors::Error::IOError { err: refused },
+        };
+        let (status, message) = status_and_message(e.into());
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(message.contains("unix:///run/docker.sock") && message.contains("connection refused"), "{message}");
+    }
+
+    #[test]
+    fn an_engine_refusal_is_400() {
+        let e = EngineError::Pull { image: "nope:1".into(), message: "pull access denied".into() };
+        let (status, message) = status_and_message(e.into());
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(message.contains("pull access denied"), "{message}");
     }
 }

@@ -25,7 +25,10 @@ use crate::store::Store;
 /// Runs the server in the foreground until SIGTERM, SIGINT or `berth server stop`.
 pub async fn run(home: Home) -> anyhow::Result<()> {
     let config = Arc::new(home.load_config()?);
+    // Everything berth writes in its home (database, build logs, snapshots) is owner-only.
+    crate::source::restrict_umask();
     std::fs::create_dir_all(&home.root).with_context(|| format!("cannot create {}", home.root.display()))?;
+    secure_home(&home).with_context(|| format!("cannot make {} owner-only", home.root.display()))?;
     let run_dir = home.run_dir();
     std::fs::create_dir_all(&run_dir)?;
     std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o700))?;
@@ -143,6 +146,34 @@ async fn clear_stale_socket(path: &Path) -> anyhow::Result<()> {
     std::fs::remove_file(path).with_context(|| format!("cannot remove stale socket {}", path.display()))
 }
 
+/// Makes the home's build logs and source snapshots owner-only: folders 0700, log files 0600
+/// (a home made by an older berth, or touched by hand, is fixed at every start). The database
+/// is the store's to secure. Files inside a snapshot keep their modes (they go into images as
+/// they are); the snapshot folders around them admit only the owner.
+fn secure_home(home: &Home) -> std::io::Result<()> {
+    let private = |p: &Path, mode: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
+    for dir in [home.logs_dir(), home.sources_dir()] {
+        std::fs::create_dir_all(&dir)?;
+        private(&dir, 0o700)?;
+    }
+    for entry in std::fs::read_dir(home.logs_dir())?.flatten() {
+        if entry.file_type()?.is_file() {
+            private(&entry.path(), 0o600)?;
+        }
+    }
+    for app in std::fs::read_dir(home.sources_dir())?.flatten() {
+        if app.file_type()?.is_dir() {
+            private(&app.path(), 0o700)?;
+            for snapshot in std::fs::read_dir(app.path())?.flatten() {
+                if snapshot.file_type()?.is_dir() {
+                    private(&snapshot.path(), 0o700)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A random id for this home, stored in `instance_id`; it labels the containers berth creates
 /// so that several berth homes can share one engine without touching each other's containers.
 fn instance_id(home: &Home) -> anyhow::Result<String> {
@@ -153,11 +184,7 @@ fn instance_id(home: &Home) -> anyhow::Result<String> {
             return Ok(id);
         }
     }
-    let id: String = {
-        use rand::Rng;
-        let mut rng = rand::thread_rng();
-        (0..12).map(|_| char::from(b"0123456789abcdef"[rng.gen_range(0..16)])).collect()
-    };
+    let id = crate::ids::random_id(12);
     std::fs::write(&file, format!("{id}\n")).with_context(|| format!("cannot write {}", file.display()))?;
     Ok(id)
 }

@@ -86,6 +86,8 @@ pub enum SpecError {
     MissingParam(String),
     #[error("param {name} must be {expected}, got {value:?}")]
     BadParam { name: String, expected: &'static str, value: String },
+    #[error("invalid param name {0:?}: a param becomes an environment variable, so its name is letters, digits and _ and does not start with a digit")]
+    BadParamKey(String),
     #[error("spec {0} takes no source: use - as the source")]
     SourceNotAllowed(String),
     #[error("spec {0} needs a source (a folder or a git URL), not -")]
@@ -150,6 +152,17 @@ impl Spec {
         self.check_params(params)?;
         let url = params.get("url").and_then(|u| parse_url(u)).ok_or_else(|| SpecError::MissingParam("url".into()))?;
         Ok(UrlPlan { url, preserve_host: self.preserve_host(params) })
+    }
+}
+
+/// A param's name must be an environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn check_param_key(key: &str) -> Result<(), SpecError> {
+    let mut chars = key.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Ok(())
+    } else {
+        Err(SpecError::BadParamKey(key.to_string()))
     }
 }
 
@@ -248,5 +261,42 @@ mod tests {
         let plan = proxy.url_plan(&params(&[("url", "http://127.0.0.1:8080/base")])).unwrap();
         assert_eq!(plan.url.path(), "/base");
         assert!(!plan.preserve_host);
+    }
+
+    #[test]
+    fn param_keys_are_env_names() {
+        for ok in ["A", "_", "port", "APP_FILE", "x1", "_9"] {
+            assert_eq!(check_param_key(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "A B", "1X", "A=B", "A\nB", "A-B", "é", " A"] {
+            let err = check_param_key(bad).unwrap_err().to_string();
+            assert!(!err.contains('\n'), "one line: {err}");
+            assert!(err.starts_with("invalid param name"), "{err}");
+        }
+    }
+
+    mod props {
+        use super::super::check_param_key;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn env_names_are_accepted(key in "[A-Za-z_][A-Za-z0-9_]{0,40}") {
+                prop_assert!(check_param_key(&key).is_ok());
+            }
+
+            #[test]
+            fn anything_else_is_refused_on_one_line(key in any::<String>()) {
+                let is_env_name = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                match check_param_key(&key) {
+                    Ok(()) => prop_assert!(is_env_name),
+                    Err(e) => {
+                        prop_assert!(!is_env_name);
+                        prop_assert_eq!(e.to_string().lines().count(), 1);
+                    }
+                }
+            }
+        }
     }
 }
