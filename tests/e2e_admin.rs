@@ -46,14 +46,7 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 
 /// Starts `berth app create --spec container <url> <path>` in the background.
 fn spawn_create(b: &Berth, url: &str, app_path: &str) -> Child {
-    Command::new(BERTH)
-        .args(["app", "create", "--spec", "container", url, app_path])
-        .env("BERTH_HOME", &b.home_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn berth app create")
+    spawn_quiet(b, &["app", "create", "--spec", "container", url, app_path])
 }
 
 /// Waits until git is fetching from `url` (the create holds its path and is in its fetch).
@@ -367,14 +360,7 @@ async fn a_promote_whose_client_goes_away_still_completes() {
     let id = b.app_id("/prom");
     b.cli_ok(&["param", "update", "GREETING", "hello", "/prom"]);
 
-    let mut promote = Command::new(BERTH)
-        .args(["app", "promote", "/prom"])
-        .env("BERTH_HOME", &b.home_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn berth app promote");
+    let mut promote = spawn_quiet(&b, &["app", "promote", "/prom"]);
     // The new prod container exists: the promote is under way. Its client goes away.
     let started = wait_until(Duration::from_secs(30), Duration::from_millis(10), || {
         b.containers_of_variant(&id, "prod").len() == 2
@@ -406,14 +392,7 @@ async fn shutdown_waits_for_a_change_whose_client_went_away() {
     b.ensure(matches!(&got, Ok(g) if g.status == 200), format!("the app did not serve: {got:?}"));
     b.cli_ok(&["param", "update", "GREETING", "hello", "/fin"]);
 
-    let mut promote = Command::new(BERTH)
-        .args(["app", "promote", "/fin"])
-        .env("BERTH_HOME", &b.home_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn berth app promote");
+    let mut promote = spawn_quiet(&b, &["app", "promote", "/fin"]);
     let started = wait_until(Duration::from_secs(30), Duration::from_millis(5), || {
         b.containers_of_variant(&id, "prod").len() == 2
     });
@@ -426,4 +405,17 @@ async fn shutdown_waits_for_a_change_whose_client_went_away() {
         b.prod_and_stage_versions("/fin").0 == vec![2],
         format!("shutdown dropped the promote: prod is {:?}", b.prod_and_stage_versions("/fin")),
     );
+}
+
+/// Starts the CLI with `args` against `b`'s home, its output discarded: a client that a test
+/// can kill while its change runs.
+fn spawn_quiet(b: &Berth, args: &[&str]) -> Child {
+    Command::new(BERTH)
+        .args(args)
+        .env("BERTH_HOME", &b.home_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the berth CLI")
 }

@@ -190,17 +190,7 @@ async fn engine_outage_answers_503_without_backoff_and_starts_within_a_second_of
     berth.ensure(berth.app_state("/web") != "failed", "an unreachable engine is not an app failure");
 
     engine.up();
-    let back = Instant::now();
-    let mut first_ok = None;
-    while back.elapsed() < Duration::from_secs(10) {
-        if let Ok(resp) = client.get(&url).send().await {
-            if resp.status() == 200 {
-                first_ok = Some(back.elapsed());
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let first_ok = first_200_within(&client, &url, Duration::from_secs(10)).await;
     let took = first_ok.unwrap_or_else(|| berth.fail("no 200 within 10 s of the engine answering again"));
     // Noticing takes at most one ping interval (250 ms); the rest is creating and starting the
     // container, which a loaded machine can stretch. The bound: 2 s.
@@ -239,17 +229,7 @@ async fn a_server_started_while_the_engine_is_down_adopts_and_serves_once_it_ans
     berth.ensure(status == 503, format!("503 while the engine is down, got {status}: {body}"));
 
     engine.up();
-    let back = Instant::now();
-    let mut first_ok = None;
-    while back.elapsed() < Duration::from_secs(10) {
-        if let Ok(resp) = client.get(&url).send().await {
-            if resp.status() == 200 {
-                first_ok = Some(back.elapsed());
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let first_ok = first_200_within(&client, &url, Duration::from_secs(10)).await;
     let took = first_ok.unwrap_or_else(|| berth.fail("no 200 within 10 s of the engine answering"));
     berth.ensure(took < Duration::from_secs(1), format!("first 200 {took:?} after the engine answered"));
     berth.ensure(berth.single_container(&id) == container, "the running container was adopted, not replaced");
@@ -334,6 +314,20 @@ fn scopeguard(id: String) -> impl Drop {
         }
     }
     Remove(id)
+}
+
+/// How long until `url` first answers 200, polled every 50 ms for up to `limit`.
+async fn first_200_within(client: &reqwest::Client, url: &str, limit: Duration) -> Option<Duration> {
+    let began = Instant::now();
+    while began.elapsed() < limit {
+        if let Ok(resp) = client.get(url).send().await {
+            if resp.status() == 200 {
+                return Some(began.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
 }
 
 /// With an engine that never answers (a socket path nobody listens on), the server starts, and
