@@ -344,10 +344,9 @@ async fn a_create_while_the_engine_is_down_answers_503_and_stores_nothing() {
         berth.cli(&["app", "create", "--spec", "image", "--param", "image=nginx", "--param", "port=80", "-", "/x"]);
     berth.ensure(out.code == 1, format!("create while the engine is down: exit {}: {out}", out.code));
     berth.ensure(is_single_error_line(&out.stderr), format!("one error line: {:?}", out.stderr));
-    let said = out.stderr.to_lowercase();
     berth.ensure(
-        said.contains("engine") && (said.contains("unavailable") || said.contains("cannot reach")),
-        format!("the error names the engine being unavailable: {:?}", out.stderr),
+        out.stderr.contains("container engine unavailable") && out.stderr.contains("nobody.sock"),
+        format!("the error names the engine being unavailable and where: {:?}", out.stderr),
     );
 
     let body = r#"{"source_url":"-","path":"/y","spec":"image","params":{"image":"nginx","port":"80"}}"#;
