@@ -8,6 +8,7 @@ pub mod build;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod errors;
 pub mod ids;
 pub mod proxy;
 pub mod routing;

@@ -2,8 +2,8 @@
 //! ends holds up no other app's change; a create whose client goes away (or that times out)
 //! kills its git processes and leaves no folder; the path it reserved is free again; changes
 //! to one app wait for each other; a change whose client goes away after it began still
-//! completes. Also the seed's single-dash proxy example, param-name checks, and owner-only
-//! home files.
+//! completes, also when the server is stopped at once (shutdown waits for it). Also the
+//! seed's single-dash proxy example, param-name checks, and owner-only home files.
 
 mod common;
 
@@ -46,14 +46,7 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 
 /// Starts `berth app create --spec container <url> <path>` in the background.
 fn spawn_create(b: &Berth, url: &str, app_path: &str) -> Child {
-    Command::new(BERTH)
-        .args(["app", "create", "--spec", "container", url, app_path])
-        .env("BERTH_HOME", &b.home_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn berth app create")
+    spawn_quiet(b, &["app", "create", "--spec", "container", url, app_path])
 }
 
 /// Waits until git is fetching from `url` (the create holds its path and is in its fetch).
@@ -367,14 +360,7 @@ async fn a_promote_whose_client_goes_away_still_completes() {
     let id = b.app_id("/prom");
     b.cli_ok(&["param", "update", "GREETING", "hello", "/prom"]);
 
-    let mut promote = Command::new(BERTH)
-        .args(["app", "promote", "/prom"])
-        .env("BERTH_HOME", &b.home_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn berth app promote");
+    let mut promote = spawn_quiet(&b, &["app", "promote", "/prom"]);
     // The new prod container exists: the promote is under way. Its client goes away.
     let started = wait_until(Duration::from_secs(30), Duration::from_millis(10), || {
         b.containers_of_variant(&id, "prod").len() == 2
@@ -390,4 +376,46 @@ async fn a_promote_whose_client_goes_away_still_completes() {
         b.containers_of_variant(&id, "prod").len() == 1
     });
     b.ensure(gone.is_some(), format!("the old prod container stayed: {:?}", b.containers_of_variant(&id, "prod")));
+}
+
+/// Server shutdown waits for an admin change whose client went away: a promote whose CLI is
+/// killed while the new prod container starts, followed at once by `server stop`, has moved
+/// prod when the server is started again (the change's task is tracked, not dropped with the
+/// runtime at exit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_a_change_whose_client_went_away() {
+    let mut b = Berth::start();
+    b.create_image_app("nginx", 80, "/fin", &[]);
+    let id = b.app_id("/fin");
+    let client = slow_client(&[], Duration::from_secs(60));
+    let got = get_settled(&client, &b.http_url("localhost", "/fin/"), Duration::from_secs(60)).await;
+    b.ensure(matches!(&got, Ok(g) if g.status == 200), format!("the app did not serve: {got:?}"));
+    b.cli_ok(&["param", "update", "GREETING", "hello", "/fin"]);
+
+    let mut promote = spawn_quiet(&b, &["app", "promote", "/fin"]);
+    let started = wait_until(Duration::from_secs(30), Duration::from_millis(5), || {
+        b.containers_of_variant(&id, "prod").len() == 2
+    });
+    b.ensure(started.is_some(), "the promote did not create the new prod container");
+    promote.kill().unwrap();
+    promote.wait().unwrap();
+    b.sigterm_server();
+    b.start_server();
+    b.ensure(
+        b.prod_and_stage_versions("/fin").0 == vec![2],
+        format!("shutdown dropped the promote: prod is {:?}", b.prod_and_stage_versions("/fin")),
+    );
+}
+
+/// Starts the CLI with `args` against `b`'s home, its output discarded: a client that a test
+/// can kill while its change runs.
+fn spawn_quiet(b: &Berth, args: &[&str]) -> Child {
+    Command::new(BERTH)
+        .args(args)
+        .env("BERTH_HOME", &b.home_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the berth CLI")
 }

@@ -743,17 +743,7 @@ async fn missing_base_image_error_names_the_image() {
     let t0 = Instant::now();
     let b = Berth::start_with("start_timeout_secs = 300");
     let app = "/nobase";
-    let src = fixture_app("python-flask");
-    b.cli_ok(&[
-        "app",
-        "create",
-        "--spec",
-        "python-flask",
-        "--carg",
-        "PYTHON_VERSION=4invalid-slim",
-        src.to_str().unwrap(),
-        app,
-    ]);
+    b.create_with_missing_base_image(app);
     let g = get(&slow_client(&[], BUILD_WAIT), &b.http_url("localhost", "/nobase/"), &[]).await;
     let says_why = |text: &str| {
         text.contains("python:4invalid-slim")

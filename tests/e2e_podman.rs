@@ -169,17 +169,7 @@ async fn podman_missing_base_image_error_names_the_image() {
     let Some(socket) = podman_socket("podman_missing_base_image_error_names_the_image") else { return };
     let b = berth_on_podman(&socket, "start_timeout_secs = 300");
     let app = "/podnobase";
-    let src = fixture_app("python-flask");
-    b.cli_ok(&[
-        "app",
-        "create",
-        "--spec",
-        "python-flask",
-        "--carg",
-        "PYTHON_VERSION=4invalid-slim",
-        src.to_str().unwrap(),
-        app,
-    ]);
+    b.create_with_missing_base_image(app);
     let g = get(&slow_client(&[], BUILD_WAIT), &b.http_url("localhost", "/podnobase/"), &[]).await;
     b.ensure(
         matches!(&g, Ok(g) if g.status == 502

@@ -109,6 +109,16 @@ impl Builder {
         BuildLog { file: self.log_file(app_id), status: self.status_sender(app_id).subscribe() }
     }
 
+    /// Forgets a deleted app's build status (a follower still holding a receiver keeps it).
+    pub fn forget(&self, app_id: &str) {
+        self.statuses.lock().unwrap().remove(app_id);
+    }
+
+    /// Whether the builder holds a build status for the app.
+    pub fn has_status(&self, app_id: &str) -> bool {
+        self.statuses.lock().unwrap().contains_key(app_id)
+    }
+
     fn status_sender(&self, app_id: &str) -> watch::Sender<Option<BuildStatus>> {
         self.statuses.lock().unwrap().entry(app_id.to_string()).or_insert_with(|| watch::channel(None).0).clone()
     }

@@ -181,8 +181,51 @@ impl Apps {
         }
         remove_dir_logged(&self.home.sources_dir().join(&app.record.id));
         let _ = std::fs::remove_file(self.builder.log_file(&app.record.id));
+        self.builder.forget(&app.record.id);
         self.admin.forget(&app.record.id);
         tracing::info!(app = %app.record.path, "app deleted");
         Ok(info)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use tokio_util::sync::CancellationToken;
+
+    use crate::api::CreateAppRequest;
+    use crate::apps::Apps;
+    use crate::config::{Config, Home};
+    use crate::engine::fake::FakeEngine;
+    use crate::store::Store;
+
+    #[tokio::test]
+    async fn delete_forgets_the_apps_build_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home { root: dir.path().to_path_buf() };
+        let store = Store::open(&dir.path().join("berth.db")).await.unwrap();
+        let engine = FakeEngine::new().engine();
+        let apps = Apps::load(Arc::new(Config::default()), home, "inst".into(), store, engine).await.unwrap();
+        let request = CreateAppRequest {
+            source_url: "-".into(),
+            path: "/x".into(),
+            spec: Some("image".into()),
+            params: BTreeMap::from([("image".into(), "nginx".into()), ("port".into(), "80".into())]),
+            app_config: BTreeMap::new(),
+            build_args: BTreeMap::new(),
+            container_options: BTreeMap::new(),
+            git_branch: None,
+            git_commit: None,
+            approve: true,
+            dry_run: false,
+        };
+        let app = apps.create(request, CancellationToken::new()).await.unwrap();
+        let _follower = apps.builder.build_log(&app.id);
+        assert!(apps.builder.has_status(&app.id), "the build log's status is kept while the app exists");
+        apps.delete("/x", false).await.unwrap();
+        assert!(!apps.builder.has_status(&app.id), "the deleted app's build status stayed");
+        apps.shutdown().await;
     }
 }

@@ -203,27 +203,13 @@ pub enum AppError {
 
 impl From<EngineError> for AppError {
     fn from(e: EngineError) -> Self {
-        let message = with_causes(&e);
+        let message = crate::errors::with_causes(&e);
         if e.is_unavailable() {
             AppError::Unavailable(message)
         } else {
             AppError::BadRequest(message)
         }
     }
-}
-
-/// An error's message followed by those of its causes that it does not already say.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !message.contains(&text) {
-            message = format!("{message}: {text}");
-        }
-        cause = c.source();
-    }
-    message
 }
 
 pub struct Apps {

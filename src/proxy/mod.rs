@@ -170,7 +170,7 @@ impl Proxy {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => {
                 tracing::debug!("upstream {} failed: {e:?}", target.authority);
-                return Err(ForwardError::Upstream(error_chain(&e)));
+                return Err(ForwardError::Upstream(crate::errors::with_causes(&e)));
             }
             Err(_) => return Err(ForwardError::Timeout(target.response_timeout)),
         };
@@ -197,17 +197,6 @@ pub fn error_response(status: StatusCode, message: &str) -> Response<ProxyBody> 
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::api::{
     AppList, ChangeResponse, CreateAppRequest, CreateAppResponse, DeleteResponse, ErrorBody, ParamsResponse,
@@ -27,6 +28,18 @@ pub struct AdminState {
     pub apps: Arc<Apps>,
     pub config: Arc<Config>,
     pub stop: CancellationToken,
+    /// The admin changes running to their end (see [`to_the_end`]). The admin API owns them:
+    /// server shutdown waits for them (bounded) before the app tasks stop and the store closes.
+    pub changes: TaskTracker,
+}
+
+impl AdminState {
+    /// Waits up to `grace` for the admin changes still running; returns how many were left.
+    pub async fn finish_changes(&self, grace: std::time::Duration) -> usize {
+        self.changes.close();
+        let _ = tokio::time::timeout(grace, self.changes.wait()).await;
+        self.changes.len()
+    }
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {
@@ -66,7 +79,8 @@ impl IntoResponse for AppError {
 /// Runs an admin change in a task of its own, so that it is never left half-made when the
 /// client goes away (hyper then drops this handler's future). Going away cancels the token the
 /// change gets: a source fetch, the one long wait on something outside berth that a change
-/// makes before it changes anything, stops on it; everything else runs to its end.
+/// makes before it changes anything, stops on it; everything else runs to its end. The task
+/// is tracked in `s.changes`, so server shutdown waits for it.
 async fn to_the_end<T, F, Fut>(s: &AdminState, change: F) -> Result<T, AppError>
 where
     F: FnOnce(Arc<Apps>, CancellationToken) -> Fut,
@@ -75,7 +89,7 @@ where
 {
     let cancel = CancellationToken::new();
     let _cancel_when_dropped = cancel.clone().drop_guard();
-    tokio::spawn(change(s.apps.clone(), cancel)).await.map_err(|e| AppError::Internal(e.into()))?
+    s.changes.spawn(change(s.apps.clone(), cancel)).await.map_err(|e| AppError::Internal(e.into()))?
 }
 
 #[derive(Deserialize)]

@@ -70,10 +70,16 @@ pub async fn run(home: Home) -> anyhow::Result<()> {
             )));
         }
     }
-    let admin_state = Arc::new(admin::AdminState { apps: apps.clone(), config: config.clone(), stop: stop.clone() });
+    let admin_state = Arc::new(admin::AdminState {
+        apps: apps.clone(),
+        config: config.clone(),
+        stop: stop.clone(),
+        changes: tokio_util::task::TaskTracker::new(),
+    });
     let admin_stop = stop.clone();
+    let admin_router = admin::router(admin_state.clone());
     let admin_task = tokio::spawn(async move {
-        axum::serve(admin_listener, admin::router(admin_state))
+        axum::serve(admin_listener, admin_router)
             .with_graceful_shutdown(async move { admin_stop.cancelled().await })
             .await
     });
@@ -106,6 +112,12 @@ pub async fn run(home: Home) -> anyhow::Result<()> {
         tracing::warn!("in-flight requests still running after {}s; closing them", grace.as_secs());
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), admin_task).await;
+    // Admin changes whose client went away still run to their end: wait for them (bounded)
+    // before the app tasks stop and the store closes.
+    let unfinished = admin_state.finish_changes(grace).await;
+    if unfinished > 0 {
+        tracing::warn!("{unfinished} admin change(s) still running after {}s; stopping them", grace.as_secs());
+    }
     apps.shutdown().await;
     store.close().await;
     let _ = std::fs::remove_file(&socket_path);

@@ -1076,3 +1076,22 @@ pub fn stage_path(path: &str) -> String {
         format!("{path}_cl_stage")
     }
 }
+
+impl Berth {
+    /// Creates a python-flask app at `app_path` whose base image does not exist
+    /// (`PYTHON_VERSION=4invalid-slim`): its first request's build fails.
+    #[track_caller]
+    pub fn create_with_missing_base_image(&self, app_path: &str) {
+        let src = fixture_app("python-flask");
+        self.cli_ok(&[
+            "app",
+            "create",
+            "--spec",
+            "python-flask",
+            "--carg",
+            "PYTHON_VERSION=4invalid-slim",
+            src.to_str().unwrap(),
+            app_path,
+        ]);
+    }
+}
