@@ -38,7 +38,9 @@ bench_ensure_berth
 NGINX_PORT=$(free_port)
 ND="$BENCH_TMP/nginx"; mkdir -p "$ND/tmp" "$ND/logs" "$ND/html"
 printf '%s\n' "$EXPECTED_BODY" >"$ND/html/index.html"
+# workers run as this user, so they can read the private (0700) temp folder
 cat >"$ND/nginx.conf" <<CONF
+user $(id -un) $(id -gn);
 worker_processes 1;
 pid $ND/nginx.pid;
 error_log $ND/logs/error.log warn;
