@@ -161,9 +161,9 @@ log "restart: admin socket after $ADMIN_MS ms, first 200 from $LAST after $FIRST
 echo
 echo "== bench/routes.sh  $(date -u '+%F %T UTC')  $(nproc) cores, $APPS proxy apps on one domain, upstream: private nginx (13-byte file)"
 echo "   load: wrk -t$THREADS -c$CONNS -d$DURATION --latency, $ROUNDS rounds per phase (direct nginx, then berth); best = max req/s, med = median"
-printf '%-28s | %9s %9s | %8s %8s | %s\n' "" "req/s" "req/s" "p50 ms" "p99 ms" ""
-printf '%-28s | %9s %9s | %8s %8s | %s\n' "" best med med med errors
-row() { printf '%-28s | %9s %9s | %8s %8s | %s\n' "$1" "$(agg max "$2" rps)" "$(agg median "$2" rps)" \
+printf '%-30s | %9s %9s | %8s %8s | %s\n' "" "req/s" "req/s" "p50 ms" "p99 ms" ""
+printf '%-30s | %9s %9s | %8s %8s | %s\n' "" best med med med errors
+row() { printf '%-30s | %9s %9s | %8s %8s | %s\n' "$1" "$(agg max "$2" rps)" "$(agg median "$2" rps)" \
   "$(agg median "$2" p50_ms)" "$(agg median "$2" p99_ms)" "$(errors_of "$2")"; }
 row "direct nginx (phase 1)" direct-one
 row "berth, 1 app: $FIRST" one
