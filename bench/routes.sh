@@ -6,8 +6,10 @@
 #      each round also loads the nginx directly (the machine's reference).
 #   2. 9,999 more proxy apps on the same domain (/app-00002 … /app-10000),
 #      created through the CLI, PARALLEL calls at a time; the time is reported.
-#   3. The LAST-created app measured like step 1.
-#      RATIO last-of-10000 / one-app req/s (target >= 0.95).
+#   3. The LAST-created app measured like step 1, rounds interleaved with a second
+#      berth (own home, one proxy app) so both see the same background load.
+#      RATIO last-of-10000 / one-app req/s (target >= 0.95), same server before/after;
+#      INTERLEAVED: the same ratio against the second berth, same moments.
 #   4. berth restarted with the 10,000 apps: time from spawn to the admin socket
 #      answering and to the first proxied 200 (targets < 1 s), idle RSS (< 60 MB).
 # Best round = highest req/s (background load only ever slows a round down);
@@ -16,7 +18,16 @@
 #      KEEP_TMP=1 (keep logs)  BERTH_REBUILD=1  BERTH_BIN=...  BENCH_NICE=-10
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-trap bench_cleanup EXIT
+REF_PID="" # the second berth (one app), for interleaved rounds
+stop_ref() {
+  [ -n "$REF_PID" ] && kill -0 "$REF_PID" 2>/dev/null || return 0
+  kill -TERM "$REF_PID"
+  for _ in $(seq 1 100); do kill -0 "$REF_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$REF_PID" 2>/dev/null || true
+  wait "$REF_PID" 2>/dev/null || true
+  REF_PID=""
+}
+trap 'rc=$?; stop_ref; (exit $rc); bench_cleanup' EXIT
 trap 'exit 130' INT TERM
 
 APPS=${APPS:-10000}
@@ -99,10 +110,14 @@ agg() {
     if (m == "max") print a[NR]; else if (NR % 2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2 }'
 }
 errors_of() { local label=$1 r n=0; for r in $(seq 1 "$ROUNDS"); do n=$(( n + RES[$label,$r,errors] )); done; echo "$n"; }
-# phase NAME BERTH_URL : ROUNDS rounds of (direct nginx, berth)
+# phase NAME BERTH_URL [REF_URL] : ROUNDS rounds of (direct nginx, [second berth,] berth)
 phase() {
   local r
-  for r in $(seq 1 "$ROUNDS"); do run_one "direct-$1" "$UP_URL/" "$r"; run_one "$1" "$2" "$r"; done
+  for r in $(seq 1 "$ROUNDS"); do
+    run_one "direct-$1" "$UP_URL/" "$r"
+    [ -z "${3:-}" ] || run_one "ref-$1" "$3" "$r"
+    run_one "$1" "$2" "$r"
+  done
 }
 
 NOTE_ONE=$(quiet_note); log "one app: $NOTE_ONE"
@@ -125,8 +140,28 @@ N=$(berth app list --format json | jq length)
 log "$APPS apps exist; creating $((APPS - 1)) took $CREATE_MS ms"
 BERTH_RSS_LOADED_KB=$(awk '/^VmRSS/{print $2}' "/proc/$BERTH_PID/status")
 
+# the second berth: own home and ports (HTTPS off), one proxy app at the same path as the first
+REF_HOME="$BENCH_TMP/berth-ref"; mkdir -p "$REF_HOME"
+REF_PORT=$(free_port)
+while [ "$REF_PORT" = "$BERTH_HTTP_PORT" ] || [ "$REF_PORT" = "$BERTH_HTTPS_PORT" ]; do REF_PORT=$(free_port); done
+printf '[http]\nhost = "127.0.0.1"\nport = %s\n[https]\nport = -1\n' "$REF_PORT" >"$REF_HOME/berth.toml"
+BERTH_HOME="$REF_HOME" "$BERTH_BIN" server start >"$BENCH_TMP/berth-ref.log" 2>&1 &
+REF_PID=$!
+deadline=$(( SECONDS + 30 ))
+until BERTH_HOME="$REF_HOME" "$BERTH_BIN" app list >/dev/null 2>&1; do
+  kill -0 "$REF_PID" 2>/dev/null || { tail -20 "$BENCH_TMP/berth-ref.log" >&2; REF_PID=""; die "second berth exited"; }
+  (( SECONDS < deadline )) || die "second berth not ready after 30 s"
+  sleep 0.1
+done
+BERTH_HOME="$REF_HOME" "$BERTH_BIN" app create --spec proxy --param "url=$UP_URL" - "$FIRST" >/dev/null \
+  || die "second berth: app create failed"
+REF_URL="http://127.0.0.1:$REF_PORT$FIRST/"
+wait_http "$REF_URL" 10 || die "second berth's app does not answer 200"
+log "second berth (one app, pid $REF_PID) on 127.0.0.1:$REF_PORT"
+
 NOTE_MANY=$(quiet_note); log "$APPS apps: $NOTE_MANY"
-phase many "$LAST_URL"
+phase many "$LAST_URL" "$REF_URL"
+stop_ref
 
 # --- restart with 10,000 apps ---------------------------------------------------------------
 log "restarting berth with $APPS apps"
@@ -160,7 +195,7 @@ log "restart: admin socket after $ADMIN_MS ms, first 200 from $LAST after $FIRST
 # --- report ------------------------------------------------------------------------------------
 echo
 echo "== bench/routes.sh  $(date -u '+%F %T UTC')  $(nproc) cores, $APPS proxy apps on one domain, upstream: private nginx (13-byte file)"
-echo "   load: wrk -t$THREADS -c$CONNS -d$DURATION --latency, $ROUNDS rounds per phase (direct nginx, then berth); best = max req/s, med = median"
+echo "   load: wrk -t$THREADS -c$CONNS -d$DURATION --latency, $ROUNDS rounds per phase (direct nginx, [2nd berth,] berth); best = max req/s, med = median"
 printf '%-30s | %9s %9s | %8s %8s | %s\n' "" "req/s" "req/s" "p50 ms" "p99 ms" ""
 printf '%-30s | %9s %9s | %8s %8s | %s\n' "" best med med med errors
 row() { printf '%-30s | %9s %9s | %8s %8s | %s\n' "$1" "$(agg max "$2" rps)" "$(agg median "$2" rps)" \
@@ -168,6 +203,7 @@ row() { printf '%-30s | %9s %9s | %8s %8s | %s\n' "$1" "$(agg max "$2" rps)" "$(
 row "direct nginx (phase 1)" direct-one
 row "berth, 1 app: $FIRST" one
 row "direct nginx (phase 2)" direct-many
+row "2nd berth, 1 app: $FIRST" ref-many
 row "berth, $APPS apps: $LAST" many
 echo "phase 1: $NOTE_ONE"
 echo "phase 2: $NOTE_MANY"
@@ -182,6 +218,9 @@ awk -v one="$(agg max one rps)" -v many="$(agg max many rps)" \
   r = many/one
   printf "medians: last/one %.2fx; berth/direct nginx %.2fx with 1 app, %.2fx with many\n", manym/onem, onem/d1, manym/d2
   printf "RATIO last-of-'"$APPS"' / one-app req/s = %.2f (target >= 0.95: %s)   [best rounds]\n", r, (r >= 0.95 ? "PASS" : "FAIL") }'
+awk -v b="$(agg max many rps)" -v rb="$(agg max ref-many rps)" -v m="$(agg median many rps)" -v rm="$(agg median ref-many rps)" 'BEGIN{
+  printf "INTERLEAVED last-of-'"$APPS"' / second berth with one app: best %.2f, median %.2f (target >= 0.95: %s on best)\n",
+    b/rb, m/rm, (b/rb >= 0.95 ? "PASS" : "FAIL") }'
 awk -v a="$ADMIN_MS" -v f="$FIRST200_MS" -v rss="$RSS_IDLE_KB" 'BEGIN{
   printf "START-UP with '"$APPS"' apps: admin %.0f ms, first 200 %.0f ms (target < 1000: %s); idle RSS %.1f MB (target < 60: %s)\n",
     a, f, (f < 1000 && a < 1000 ? "PASS" : "FAIL"), rss/1024, (rss/1024 < 60 ? "PASS" : "FAIL") }'
