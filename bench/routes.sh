@@ -87,20 +87,26 @@ wait_http "$FIRST_URL" 10 || { curl -si "$FIRST_URL" >&2 || true; die "$FIRST do
 
 # --- load ------------------------------------------------------------------------------
 declare -A RES
-# run_one LABEL URL ROUND
+CLK_TCK=$(getconf CLK_TCK)
+# run_one LABEL URL ROUND : wrk, plus the berth's CPU time per request (µs)
 run_one() {
-  local label=$1 url=$2 r=$3 out body
+  local label=$1 url=$2 r=$3 out body pid="" c0 c1
+  case "$label" in direct-*) ;; ref-*) pid=$REF_PID ;; *) pid=$BERTH_PID ;; esac
   body=$(curl -s --max-time 5 "$url") || true
   [ "$body" = "$EXPECTED_BODY" ] || die "$label: $url answers '$body', expected '$EXPECTED_BODY'"
   wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" "$url" >/dev/null 2>&1 || true
+  c0=$(cpu_ticks $pid)
   out=$(timeout 120 wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$BENCH_DIR/wrk-report.lua" "$url")
+  c1=$(cpu_ticks $pid)
   echo "$out" >"$BENCH_TMP/wrk-$label-$r.txt"
   local line; line=$(grep '^WRKRESULT' <<<"$out") || die "$label: no wrk result"
   local kv; for kv in ${line#WRKRESULT }; do RES[$label,$r,${kv%%=*}]=${kv#*=}; done
   local errs=$(( RES[$label,$r,non2xx] + RES[$label,$r,connect_err] + RES[$label,$r,read_err] + RES[$label,$r,write_err] + RES[$label,$r,timeout_err] ))
   RES[$label,$r,errors]=$errs
-  log "$(printf '%-10s round %d: %10.1f req/s  p50 %.3f ms  p99 %.3f ms  errors %d' \
-      "$label" "$r" "${RES[$label,$r,rps]}" "${RES[$label,$r,p50_ms]}" "${RES[$label,$r,p99_ms]}" "$errs")"
+  RES[$label,$r,cpu_us]=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v n="${RES[$label,$r,requests]}" -v p="$pid" \
+    'BEGIN{ if (p != "" && n > 0) printf "%.1f", d/hz*1e6/n; else print 0 }')
+  log "$(printf '%-11s round %d: %10.1f req/s  p50 %.3f ms  p99 %.3f ms  berth CPU %s µs/req  errors %d' \
+      "$label" "$r" "${RES[$label,$r,rps]}" "${RES[$label,$r,p50_ms]}" "${RES[$label,$r,p99_ms]}" "${RES[$label,$r,cpu_us]}" "$errs")"
 }
 # agg max|median LABEL KEY
 agg() {
@@ -196,10 +202,10 @@ log "restart: admin socket after $ADMIN_MS ms, first 200 from $LAST after $FIRST
 echo
 echo "== bench/routes.sh  $(date -u '+%F %T UTC')  $(nproc) cores, $APPS proxy apps on one domain, upstream: private nginx (13-byte file)"
 echo "   load: wrk -t$THREADS -c$CONNS -d$DURATION --latency, $ROUNDS rounds per phase (direct nginx, [2nd berth,] berth); best = max req/s, med = median"
-printf '%-30s | %9s %9s | %8s %8s | %s\n' "" "req/s" "req/s" "p50 ms" "p99 ms" ""
-printf '%-30s | %9s %9s | %8s %8s | %s\n' "" best med med med errors
-row() { printf '%-30s | %9s %9s | %8s %8s | %s\n' "$1" "$(agg max "$2" rps)" "$(agg median "$2" rps)" \
-  "$(agg median "$2" p50_ms)" "$(agg median "$2" p99_ms)" "$(errors_of "$2")"; }
+printf '%-30s | %9s %9s | %8s %8s | %8s | %s\n' "" "req/s" "req/s" "p50 ms" "p99 ms" "berth" ""
+printf '%-30s | %9s %9s | %8s %8s | %8s | %s\n' "" best med med med "µs/req" errors
+row() { printf '%-30s | %9s %9s | %8s %8s | %8s | %s\n' "$1" "$(agg max "$2" rps)" "$(agg median "$2" rps)" \
+  "$(agg median "$2" p50_ms)" "$(agg median "$2" p99_ms)" "$(agg median "$2" cpu_us)" "$(errors_of "$2")"; }
 row "direct nginx (phase 1)" direct-one
 row "berth, 1 app: $FIRST" one
 row "direct nginx (phase 2)" direct-many
@@ -221,6 +227,9 @@ awk -v one="$(agg max one rps)" -v many="$(agg max many rps)" \
 awk -v b="$(agg max many rps)" -v rb="$(agg max ref-many rps)" -v m="$(agg median many rps)" -v rm="$(agg median ref-many rps)" 'BEGIN{
   printf "INTERLEAVED last-of-'"$APPS"' / second berth with one app: best %.2f, median %.2f (target >= 0.95: %s on best)\n",
     b/rb, m/rm, (b/rb >= 0.95 ? "PASS" : "FAIL") }'
+awk -v m="$(agg median many cpu_us)" -v o="$(agg median one cpu_us)" -v r="$(agg median ref-many cpu_us)" 'BEGIN{
+  printf "CPU per request (medians, the figure least sensitive to background load): last-of-'"$APPS"' %.1f us, one app %.1f us (same server) / %.1f us (second berth): %.2fx / %.2fx\n",
+    m, o, r, m/o, m/r }'
 awk -v a="$ADMIN_MS" -v f="$FIRST200_MS" -v rss="$RSS_IDLE_KB" 'BEGIN{
   printf "START-UP with '"$APPS"' apps: admin %.0f ms, first 200 %.0f ms (target < 1000: %s); idle RSS %.1f MB (target < 60: %s)\n",
     a, f, (f < 1000 && a < 1000 ? "PASS" : "FAIL"), rss/1024, (rss/1024 < 60 ? "PASS" : "FAIL") }'
