@@ -254,3 +254,15 @@ bench_cleanup() {
   fi
   exit "$rc"
 }
+
+# cpu_ticks PID... : total utime+stime (clock ticks, getconf CLK_TCK) of the listed processes
+cpu_ticks() {
+  local sum=0 p f
+  for p in "$@"; do
+    [ -r "/proc/$p/stat" ] || continue
+    f=$(sed 's/^.*) //' "/proc/$p/stat")      # fields from 3 on
+    # shellcheck disable=SC2086
+    set -- $f; sum=$(( sum + ${12} + ${13} )) # utime=14, stime=15
+  done
+  echo "$sum"
+}
