@@ -67,6 +67,9 @@ pub struct ContainerDefaults {
     pub init: bool,
     /// Allow container options that reach into the host (privileged, network, pid, volume).
     pub allow_host_access: bool,
+    /// An idle app is paused (CPU to zero, memory kept) and stopped only after it has been
+    /// paused this long; 0: idle apps are stopped at once.
+    pub stop_paused_after_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -142,6 +145,7 @@ impl Default for ContainerDefaults {
             build_timeout_secs: 1800,
             init: true,
             allow_host_access: false,
+            stop_paused_after_secs: 3600,
         }
     }
 }

@@ -320,14 +320,19 @@ impl ContainerEngine for FakeEngine {
 
     async fn pause(&self, id: &str) -> Result<(), EngineError> {
         self.enter(Call::Pause).await?;
-        self.with_container(id, |c| c.paused = true)?;
+        // As the engine: only a running, unpaused container can be paused.
+        if !self.with_container(id, |c| c.running && !std::mem::replace(&mut c.paused, c.running))? {
+            return Err(api_error(&format!("container {id} is not running or already paused")));
+        }
         self.push_event(id, ContainerAction::Pause);
         Ok(())
     }
 
     async fn unpause(&self, id: &str) -> Result<(), EngineError> {
         self.enter(Call::Unpause).await?;
-        self.with_container(id, |c| c.paused = false)?;
+        if !self.with_container(id, |c| std::mem::replace(&mut c.paused, false))? {
+            return Err(api_error(&format!("container {id} is not paused")));
+        }
         self.push_event(id, ContainerAction::Unpause);
         Ok(())
     }
