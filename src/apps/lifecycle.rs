@@ -156,6 +156,8 @@ pub enum EffectOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resync {
     Running,
+    /// Running but frozen by the engine's pause.
+    Paused,
     NotRunning,
     Gone,
     EngineUnavailable,
@@ -204,6 +206,8 @@ pub enum Event {
     Adopted {
         container_id: String,
         upstream: Option<SocketAddr>,
+        /// Found paused (by the paused tier before a restart, or by someone else).
+        paused: bool,
     },
 }
 
@@ -386,14 +390,20 @@ pub fn transition(state: &Lifecycle, event: Event, now: Instant) -> (Lifecycle, 
         }
         Event::Resynced(found) => {
             if matches!(state.phase, Phase::Running { .. } | Phase::Paused { .. }) {
-                match found {
-                    Resync::Running => {}
-                    Resync::NotRunning => next.phase = Phase::Stopped,
-                    Resync::Gone => {
+                match (found, &state.phase) {
+                    (Resync::Running, Phase::Paused { upstream, .. }) => {
+                        next.phase = Phase::Running { upstream: *upstream }
+                    }
+                    (Resync::Paused, Phase::Running { upstream }) => {
+                        next.phase = Phase::Paused { upstream: *upstream, since: now }
+                    }
+                    (Resync::Running | Resync::Paused, _) => {}
+                    (Resync::NotRunning, _) => next.phase = Phase::Stopped,
+                    (Resync::Gone, _) => {
                         next.phase = Phase::Stopped;
                         next.container_id = None;
                     }
-                    Resync::EngineUnavailable => effects.push(Effect::WatchEngine),
+                    (Resync::EngineUnavailable, _) => effects.push(Effect::WatchEngine),
                 }
             }
         }
@@ -410,10 +420,13 @@ pub fn transition(state: &Lifecycle, event: Event, now: Instant) -> (Lifecycle, 
             }
             _ => {}
         },
-        Event::Adopted { container_id, upstream } => {
+        Event::Adopted { container_id, upstream, paused } => {
             next.container_id = Some(container_id);
             if let (Phase::Stopped, Some(upstream)) = (&state.phase, upstream) {
-                next.phase = Phase::Running { upstream };
+                next.phase = match paused {
+                    true => Phase::Paused { upstream, since: now },
+                    false => Phase::Running { upstream },
+                };
             }
         }
     }
@@ -624,14 +637,22 @@ mod tests {
         assert_eq!(step(&s, Event::Resynced(Resync::NotRunning), now).phase, Phase::Stopped);
         assert_eq!(step(&s, Event::Resynced(Resync::Gone), now).container_id, None);
         assert_eq!(transition(&s, Event::Resynced(Resync::EngineUnavailable), now).1, vec![Effect::WatchEngine]);
+        let paused = step(&s, Event::Resynced(Resync::Paused), now);
+        assert_eq!(paused.phase, Phase::Paused { upstream: ADDR, since: now }, "paused during the gap");
+        assert_eq!(transition(&paused, Event::EventGap, now).1, vec![Effect::Resync { container_id: "c".into() }]);
+        assert_eq!(step(&paused, Event::Resynced(Resync::Running), now), s, "unpaused during the gap");
     }
 
     #[test]
     fn adoption() {
         let now = Instant::now();
-        let s = step(&Lifecycle::new(POLICY), Event::Adopted { container_id: "c".into(), upstream: Some(ADDR) }, now);
+        let adopted = |upstream, paused| Event::Adopted { container_id: "c".into(), upstream, paused };
+        let s = step(&Lifecycle::new(POLICY), adopted(Some(ADDR), false), now);
         assert_eq!(s, running("c"));
-        let s = step(&Lifecycle::new(POLICY), Event::Adopted { container_id: "c".into(), upstream: None }, now);
+        let s = step(&Lifecycle::new(POLICY), adopted(Some(ADDR), true), now);
+        assert_eq!(s.phase, Phase::Paused { upstream: ADDR, since: now }, "a paused container is adopted paused");
+        assert_eq!(transition(&s, Event::Request, now).1, vec![Effect::Unpause { container_id: "c".into() }]);
+        let s = step(&Lifecycle::new(POLICY), adopted(None, false), now);
         assert_eq!((s.phase, s.container_id), (Phase::Stopped, Some("c".into())));
     }
 

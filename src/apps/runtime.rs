@@ -213,7 +213,8 @@ impl ContainerRuntime {
                     let me = self.clone();
                     self.tasks.spawn(async move {
                         let found = match me.engine.inspect(&container_id, me.plan.port).await {
-                            Ok(ContainerStatus { running: true, upstream: Some(_) }) => Resync::Running,
+                            Ok(ContainerStatus { running: true, upstream: Some(_), paused: true }) => Resync::Paused,
+                            Ok(ContainerStatus { running: true, upstream: Some(_), paused: false }) => Resync::Running,
                             Ok(_) => Resync::NotRunning,
                             Err(EngineError::NotFound(_)) => Resync::Gone,
                             Err(e) if e.is_unavailable() => Resync::EngineUnavailable,
@@ -491,21 +492,20 @@ impl ContainerRuntime {
         ]
     }
 
-    /// Takes over a container found at boot. A running one serves at once; a stopped one is
+    /// Takes over a container found at boot. A running one serves at once; a paused one (the
+    /// engine lists it as not running) is unpaused by the next request; a stopped one is
     /// started again on the next request (the same container, no new one).
     pub async fn adopt(self: &Arc<Self>, id: &str, running: bool) {
-        let upstream = match running {
-            true => self.engine.inspect(id, self.plan.port).await.ok().filter(|s| s.running).and_then(|s| s.upstream),
-            false => None,
+        let status = self.engine.inspect(id, self.plan.port).await.ok().filter(|s| s.running);
+        let (upstream, paused) = match status {
+            Some(s) => (s.upstream, s.paused),
+            None => (None, false),
         };
         if upstream.is_some() {
             self.activity.touch();
         }
-        let state = self.handle(Event::Adopted { container_id: id.to_string(), upstream });
-        match state.upstream() {
-            Some(upstream) => tracing::info!(app = %self.app_id, %upstream, "adopted running container"),
-            None => tracing::info!(app = %self.app_id, "adopted stopped container"),
-        }
+        let state = self.handle(Event::Adopted { container_id: id.to_string(), upstream, paused });
+        tracing::info!(app = %self.app_id, listed_running = running, state = state.name(), "adopted container");
     }
 
     /// The idle reaper's move: pause (or stop) only when running, nothing in flight, and idle

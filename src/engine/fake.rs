@@ -348,7 +348,11 @@ impl ContainerEngine for FakeEngine {
     async fn inspect(&self, id: &str, _port: u16) -> Result<ContainerStatus, EngineError> {
         self.enter(Call::Inspect).await?;
         let upstream = self.script.lock().unwrap().upstream;
-        self.with_container(id, |c| ContainerStatus { running: c.running, upstream: upstream.filter(|_| c.running) })
+        self.with_container(id, |c| ContainerStatus {
+            running: c.running,
+            upstream: upstream.filter(|_| c.running),
+            paused: c.paused && c.running,
+        })
     }
 
     async fn list_labelled(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerSummary>, EngineError> {

@@ -461,3 +461,25 @@ async fn engine_pause_events_from_someone_else_keep_the_state_true() {
     assert_eq!(h.request().await.unwrap(), addr, "a request unpauses it");
     assert!(!h.fake.container(&id).unwrap().paused);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_container_found_at_boot_is_unpaused_not_started() {
+    let h = Harness::with_paused_tier("200 OK", PAUSED_LIMIT).await;
+    let spec = ContainerSpec {
+        name: h.rt.container_name(),
+        image: "app:1".into(),
+        port: 8080,
+        env: vec![],
+        labels: h.rt.labels(),
+        init: false,
+        options: Default::default(),
+    };
+    let id = h.engine.create(&spec).await.unwrap();
+    h.engine.start(&id).await.unwrap();
+    h.engine.pause(&id).await.unwrap();
+    // The engine lists a paused container as not running.
+    h.rt.adopt(&id, false).await;
+    assert_eq!(h.rt.state().name(), "paused");
+    h.request().await.unwrap();
+    assert_eq!((h.fake.calls(Call::Start), h.fake.calls(Call::Unpause)), (1, 1), "unpaused, not started again");
+}
