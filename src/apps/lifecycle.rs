@@ -194,6 +194,8 @@ pub enum Event {
     },
     /// The idle pause finished.
     PauseDone(EffectOutcome),
+    /// The paused containers' memory passed the budget and this one is among the oldest.
+    OverMemoryBudget,
     /// The unpause for a request finished.
     UnpauseDone(EffectOutcome),
     Retire,
@@ -361,6 +363,12 @@ pub fn transition(state: &Lifecycle, event: Event, now: Instant) -> (Lifecycle, 
                 }
             }
         }
+        Event::OverMemoryBudget => {
+            if let (Phase::Paused { .. }, Some(id)) = (&state.phase, &state.container_id) {
+                next.phase = Phase::Stopping;
+                effects.push(Effect::StopIdle { container_id: id.clone(), paused: true });
+            }
+        }
         Event::UnpauseDone(outcome) => {
             if let (Phase::Unpausing { upstream }, Some(id)) = (&state.phase, &state.container_id) {
                 match outcome {
@@ -431,6 +439,22 @@ pub fn transition(state: &Lifecycle, event: Event, now: Instant) -> (Lifecycle, 
         }
     }
     (next, effects)
+}
+
+/// Which paused apps to stop so that the paused ones' memory fits `budget_bytes`, oldest
+/// first. `paused`: (paused since, memory in bytes) per app; returns their indices.
+pub fn over_memory_budget(paused: &[(Instant, u64)], budget_bytes: u64) -> Vec<usize> {
+    let mut oldest_first: Vec<usize> = (0..paused.len()).collect();
+    oldest_first.sort_by_key(|&i| paused[i].0);
+    let mut total: u64 = paused.iter().map(|p| p.1).sum();
+    oldest_first
+        .into_iter()
+        .take_while(|&i| {
+            let over = total > budget_bytes;
+            total -= if over { paused[i].1 } else { 0 };
+            over
+        })
+        .collect()
 }
 
 /// Why a request could not get a running container.
@@ -716,6 +740,21 @@ mod tests {
             (s.phase, fx),
             (Phase::Stopping, vec![Effect::StopIdle { container_id: "c".into(), paused: false }])
         );
+    }
+
+    #[test]
+    fn the_memory_budget_stops_the_oldest_paused_first() {
+        let now = Instant::now();
+        let at = |s| now + Duration::from_secs(s);
+        let paused = [(at(30), 100), (at(10), 300), (at(20), 200), (at(40), 50)];
+        assert_eq!(over_memory_budget(&paused, 650), Vec::<usize>::new(), "within the budget");
+        assert_eq!(over_memory_budget(&paused, 400), vec![1], "the oldest goes first");
+        assert_eq!(over_memory_budget(&paused, 200), vec![1, 2], "until the rest fits");
+        assert_eq!(over_memory_budget(&paused, 0), vec![1, 2, 0, 3]);
+        let s = Lifecycle { phase: Phase::Paused { upstream: ADDR, since: now }, ..running("c") };
+        let (s, fx) = transition(&s, Event::OverMemoryBudget, now);
+        assert_eq!((s.phase, fx), (Phase::Stopping, vec![Effect::StopIdle { container_id: "c".into(), paused: true }]));
+        assert_eq!(transition(&running("c"), Event::OverMemoryBudget, now).1, vec![], "only paused apps");
     }
 
     #[test]

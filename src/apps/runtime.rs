@@ -519,6 +519,19 @@ impl ContainerRuntime {
         matches!(self.handle(event).phase, Phase::Stopping | Phase::Pausing { .. })
     }
 
+    /// When the app was paused, if it is.
+    pub fn paused_since(&self) -> Option<Instant> {
+        match self.state.borrow().phase {
+            Phase::Paused { since, .. } => Some(since),
+            _ => None,
+        }
+    }
+
+    /// The paused containers' memory passed the budget: stop this one if it is still paused.
+    pub fn stop_over_memory_budget(self: &Arc<Self>) {
+        self.handle(Event::OverMemoryBudget);
+    }
+
     /// An engine event about some container (the lifecycle ignores other containers').
     pub fn on_container_event(self: &Arc<Self>, event: &ContainerEvent) {
         let before = self.state.borrow().phase.clone();

@@ -96,10 +96,22 @@ impl Harness {
 
     /// Runs the engine event watcher and the availability monitor for this one runtime.
     fn watch_engine(&self) {
+        self.watch_engine_with_budget(0);
+    }
+
+    /// Like [`Harness::watch_engine`], with a paused memory budget in bytes.
+    fn watch_engine_with_budget(&self, paused_memory_budget: u64) {
         let rt = self.rt.clone();
         let runtimes = move || vec![rt.clone()];
         let label = (engine::LABEL_INSTANCE.to_string(), "inst".to_string());
-        tokio::spawn(events::watch_events(self.engine.clone(), label, runtimes.clone(), self.cancel.clone()));
+        let watch = events::watch_events(
+            self.engine.clone(),
+            label,
+            runtimes.clone(),
+            paused_memory_budget,
+            self.cancel.clone(),
+        );
+        tokio::spawn(watch);
         let nothing = || futures_util::FutureExt::boxed(async {});
         tokio::spawn(events::watch_availability(self.engine.clone(), runtimes, nothing, self.cancel.clone()));
     }
@@ -482,4 +494,22 @@ async fn a_paused_container_found_at_boot_is_unpaused_not_started() {
     assert_eq!(h.rt.state().name(), "paused");
     h.request().await.unwrap();
     assert_eq!((h.fake.calls(Call::Start), h.fake.calls(Call::Unpause)), (1, 1), "unpaused, not started again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn paused_memory_over_the_budget_stops_the_paused_container() {
+    // The fake engine reports 1 MiB per container.
+    for (budget, stopped) in [(512 * 1024, true), (2 << 20, false)] {
+        let h = Harness::with_paused_tier("200 OK", PAUSED_LIMIT).await;
+        h.watch_engine_with_budget(budget);
+        tokio::spawn(reaper::run(h.rt.clone()));
+        h.request().await.unwrap();
+        let id = h.rt.container_id().unwrap();
+        tokio::time::sleep(IDLE + Duration::from_secs(1)).await;
+        h.fake.wait_calls(Call::Stats, 1).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let c = h.fake.container(&id).unwrap();
+        let expected = if stopped { ("stopped", false) } else { ("paused", true) };
+        assert_eq!((h.rt.state().name(), c.running), expected, "budget {budget}");
+    }
 }
