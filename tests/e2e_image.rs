@@ -228,6 +228,35 @@ async fn paused_tier_pauses_wakes_and_stops_after_the_limit() {
     b.ensure(ok, format!("GET {url} after the paused stop: expected 200"));
 }
 
+/// Test 2d: the paused memory budget. With `paused_memory_mb = 1`, nginx's paused memory
+/// (several MB, from the engine's stats) is over it, so the container is stopped right after
+/// it pauses instead of staying paused for stop_paused_after_secs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_memory_over_the_budget_stops_the_container() {
+    let b = Berth::start_with("paused_memory_mb = 1");
+    let app_path = "budgetapp.localhost:/";
+    let host = "budgetapp.localhost";
+    let conf = ["--conf", "container.idle_shutdown_secs=2", "--conf", "container.stop_paused_after_secs=3600"];
+    let id = b.create_image_app("nginx", 80, app_path, &conf);
+    let client = b.client(&[host]);
+    let url = b.https_url(host, "/");
+    let resp = client.get(&url).send().await;
+    let status = resp.as_ref().ok().map(|r| r.status().as_u16());
+    b.ensure(status == Some(200), format!("first GET {url}: expected 200, got {resp:?}"));
+    let cid = b.single_container(&id);
+    let stopped = wait_until_async(Duration::from_secs(20), POLL, || {
+        docker(&["inspect", "-f", "{{.State.Running}}", &cid]).stdout.trim() == "false"
+    })
+    .await;
+    b.ensure(
+        stopped.is_some(),
+        format!("container {cid} not stopped 20 s after the last request (paused_memory_mb = 1)"),
+    );
+    b.ensure(container_exists(&cid), format!("the budget must stop, not remove, container {cid}"));
+    let logged = wait_until_async(Duration::from_secs(3), POLL, || b.log().contains("paused memory over budget")).await;
+    b.ensure(logged.is_some(), "the server log should say the paused memory was over budget");
+}
+
 /// Test 2b: an open WebSocket keeps the app running (not paused) past its idle time;
 /// after it closes, the container is paused (the paused tier is on by default).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
