@@ -67,6 +67,30 @@ pub struct ContainerDefaults {
     pub init: bool,
     /// Allow container options that reach into the host (privileged, network, pid, volume).
     pub allow_host_access: bool,
+    /// An idle app is paused (CPU to zero, memory kept) and stopped only after it has been
+    /// paused this long; 0: idle apps are stopped at once.
+    pub stop_paused_after_secs: u64,
+    /// When the paused containers' memory (engine stats) passes this, the oldest paused are
+    /// stopped first; unset: a quarter of the machine's memory; 0: no budget.
+    pub paused_memory_mb: Option<u64>,
+}
+
+impl ContainerDefaults {
+    /// The paused containers' memory budget in bytes; 0: none.
+    pub fn paused_memory_budget_bytes(&self) -> u64 {
+        const MB: u64 = 1024 * 1024;
+        match self.paused_memory_mb {
+            Some(mb) => mb.saturating_mul(MB),
+            None => machine_memory_bytes() / 4,
+        }
+    }
+}
+
+/// The machine's physical memory; 0 if it cannot be read.
+fn machine_memory_bytes() -> u64 {
+    // SAFETY: sysconf only reads system values.
+    let (pages, page_size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    u64::try_from(pages).unwrap_or(0).saturating_mul(u64::try_from(page_size).unwrap_or(0))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -142,6 +166,8 @@ impl Default for ContainerDefaults {
             build_timeout_secs: 1800,
             init: true,
             allow_host_access: false,
+            stop_paused_after_secs: 3600,
+            paused_memory_mb: None,
         }
     }
 }
@@ -247,6 +273,11 @@ mod tests {
         assert_eq!(c.https.port, 9443);
         assert_eq!(c.https.host, "0.0.0.0");
         assert_eq!(c.container.idle_shutdown_secs, 5);
+        let machine = machine_memory_bytes();
+        assert!(machine > 0);
+        assert_eq!(c.container.paused_memory_budget_bytes(), machine / 4, "a quarter of the machine by default");
+        let c: Config = toml::from_str("[container]\npaused_memory_mb = 0\n").unwrap();
+        assert_eq!(c.container.paused_memory_budget_bytes(), 0);
         assert_eq!(c.container.health_url, "/");
     }
 

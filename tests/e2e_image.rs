@@ -1,5 +1,5 @@
 //! End-to-end tests of image apps: on-demand start, HTTPS + HTTP/2, idle
-//! shutdown, WebSockets, concurrent first requests, restart, logs, delete.
+//! shutdown, the paused tier, WebSockets, concurrent first requests, restart, logs, delete.
 
 mod common;
 
@@ -108,14 +108,15 @@ async fn nginx_starts_on_first_request_https_and_h2() {
     b.ensure(cs.len() == 1 && cs[0].0 == cid, format!("expected only container {cid}, found {cs:?}"));
 }
 
-/// Test 2a: an idle app's container stops after idle_shutdown_secs; the next
-/// request starts the SAME container again.
+/// Test 2a: with the paused tier off (`stop_paused_after_secs=0`), an idle app's container
+/// stops after idle_shutdown_secs; the next request starts the SAME container again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_shutdown_then_same_container_restarts() {
     let b = Berth::start();
     let app_path = "idleapp.localhost:/";
     let host = "idleapp.localhost";
-    let id = b.create_image_app("nginx", 80, app_path, &["--conf", "container.idle_shutdown_secs=3"]);
+    let conf = ["--conf", "container.idle_shutdown_secs=3", "--conf", "container.stop_paused_after_secs=0"];
+    let id = b.create_image_app("nginx", 80, app_path, &conf);
     let client = b.client(&[host]);
     let url = b.https_url(host, "/");
 
@@ -159,8 +160,105 @@ async fn idle_shutdown_then_same_container_restarts() {
     );
 }
 
-/// Test 2b: an open WebSocket keeps the app awake past its idle time; after
-/// it closes, the container is stopped.
+/// Test 2c: the paused tier. An idle app is paused (the engine shows it Paused, the app list
+/// says paused), the next request unpauses the SAME container and gets 200, and a paused app
+/// is stopped after stop_paused_after_secs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_tier_pauses_wakes_and_stops_after_the_limit() {
+    let b = Berth::start();
+    let app_path = "pauseapp.localhost:/";
+    let host = "pauseapp.localhost";
+    let conf = ["--conf", "container.idle_shutdown_secs=2", "--conf", "container.stop_paused_after_secs=4"];
+    let id = b.create_image_app("nginx", 80, app_path, &conf);
+    let client = b.client(&[host]);
+    let url = b.https_url(host, "/");
+    let get_ok = |what: &'static str| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let started = Instant::now();
+            let resp = client.get(&url).send().await;
+            let ok = match resp {
+                Ok(r) => r.status() == 200 && r.text().await.unwrap_or_default().contains("Welcome to nginx"),
+                Err(_) => false,
+            };
+            (ok, started.elapsed(), what)
+        }
+    };
+
+    let (ok, _, _) = get_ok("first").await;
+    b.ensure(ok, format!("first GET {url}: expected 200 with the nginx page"));
+    let cid = b.single_container(&id);
+
+    let paused = wait_until_async(Duration::from_secs(15), POLL, || container_paused(&cid)).await;
+    b.ensure(paused.is_some(), format!("container {cid} not paused 15 s after the last request (idle 2 s)"));
+    b.ensure(container_exists(&cid) && !container_running(&cid), format!("container {cid} should be paused"));
+    let st = wait_until_async(Duration::from_secs(3), POLL, || b.app_state(app_path) == "paused").await;
+    b.ensure(st.is_some(), format!("app state while paused: expected \"paused\", got {:?}", b.app_state(app_path)));
+
+    // Wake on request: the same container, unpaused.
+    let (ok, took, _) = get_ok("wake").await;
+    b.ensure(ok, format!("GET {url} on a paused app: expected 200 with the nginx page"));
+    eprintln!("paused app: woken and answered in {took:?}");
+    b.ensure(container_running(&cid), format!("container {cid} should run (unpaused) after the request"));
+    let cs = b.containers(&id);
+    b.ensure(cs.len() == 1 && cs[0].0 == cid, format!("waking must reuse container {cid}, found {cs:?}"));
+
+    // Paused again when idle, then stopped after stop_paused_after_secs.
+    let paused = wait_until_async(Duration::from_secs(15), POLL, || container_paused(&cid)).await;
+    b.ensure(paused.is_some(), format!("container {cid} not paused again 15 s after the last request"));
+    let paused_at = Instant::now();
+    let stopped = wait_until_async(Duration::from_secs(20), POLL, || {
+        docker(&["inspect", "-f", "{{.State.Running}}", &cid]).stdout.trim() == "false"
+    })
+    .await;
+    let after = paused_at.elapsed();
+    b.ensure(stopped.is_some(), format!("paused container {cid} not stopped {after:?} after it paused (limit 4 s)"));
+    b.ensure(
+        after >= Duration::from_millis(3000),
+        format!("paused container {cid} stopped after only {after:?} (limit 4 s)"),
+    );
+    b.ensure(container_exists(&cid), format!("the paused tier must stop, not remove, container {cid}"));
+    let st = wait_until_async(Duration::from_secs(3), POLL, || b.app_state(app_path) == "stopped").await;
+    b.ensure(
+        st.is_some(),
+        format!("app state after the paused stop: expected \"stopped\", got {:?}", b.app_state(app_path)),
+    );
+    let (ok, _, _) = get_ok("restart").await;
+    b.ensure(ok, format!("GET {url} after the paused stop: expected 200"));
+}
+
+/// Test 2d: the paused memory budget. With `paused_memory_mb = 1`, nginx's paused memory
+/// (several MB, from the engine's stats) is over it, so the container is stopped right after
+/// it pauses instead of staying paused for stop_paused_after_secs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_memory_over_the_budget_stops_the_container() {
+    let b = Berth::start_with("paused_memory_mb = 1");
+    let app_path = "budgetapp.localhost:/";
+    let host = "budgetapp.localhost";
+    let conf = ["--conf", "container.idle_shutdown_secs=2", "--conf", "container.stop_paused_after_secs=3600"];
+    let id = b.create_image_app("nginx", 80, app_path, &conf);
+    let client = b.client(&[host]);
+    let url = b.https_url(host, "/");
+    let resp = client.get(&url).send().await;
+    let status = resp.as_ref().ok().map(|r| r.status().as_u16());
+    b.ensure(status == Some(200), format!("first GET {url}: expected 200, got {resp:?}"));
+    let cid = b.single_container(&id);
+    let stopped = wait_until_async(Duration::from_secs(20), POLL, || {
+        docker(&["inspect", "-f", "{{.State.Running}}", &cid]).stdout.trim() == "false"
+    })
+    .await;
+    b.ensure(
+        stopped.is_some(),
+        format!("container {cid} not stopped 20 s after the last request (paused_memory_mb = 1)"),
+    );
+    b.ensure(container_exists(&cid), format!("the budget must stop, not remove, container {cid}"));
+    let logged = wait_until_async(Duration::from_secs(3), POLL, || b.log().contains("paused memory over budget")).await;
+    b.ensure(logged.is_some(), "the server log should say the paused memory was over budget");
+}
+
+/// Test 2b: an open WebSocket keeps the app running (not paused) past its idle time;
+/// after it closes, the container is paused (the paused tier is on by default).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_keeps_app_awake_then_idles() {
     let image = ensure_wsecho_image();
@@ -228,12 +326,12 @@ async fn websocket_keeps_app_awake_then_idles() {
     drop(ws);
     let closed_at = Instant::now();
 
-    let stopped = wait_until_async(Duration::from_secs(idle + 12), POLL, || !container_running(&cid)).await;
+    let paused = wait_until_async(Duration::from_secs(idle + 12), POLL, || container_paused(&cid)).await;
     b.ensure(
-        stopped.is_some(),
-        format!("container {cid} still running {:?} after the WebSocket closed (idle {idle}s)", closed_at.elapsed()),
+        paused.is_some(),
+        format!("container {cid} not paused {:?} after the WebSocket closed (idle {idle}s)", closed_at.elapsed()),
     );
-    eprintln!("ws app: container stopped {:?} after the WebSocket closed", closed_at.elapsed());
+    eprintln!("ws app: container paused {:?} after the WebSocket closed", closed_at.elapsed());
 }
 
 /// Test 3: 200 concurrent first requests to a stopped app: all succeed, one

@@ -83,7 +83,12 @@ async fn podman_image_app_starts_idles_and_deletes() {
     let t0 = Instant::now();
     let b = berth_on_podman(&socket, "");
     let (app, host) = ("podnginx.localhost:/", "podnginx.localhost");
-    let id = b.create_image_app("nginx", 80, app, &["--conf", "container.idle_shutdown_secs=3"]);
+    let id = b.create_image_app(
+        "nginx",
+        80,
+        app,
+        &["--conf", "container.idle_shutdown_secs=3", "--conf", "container.stop_paused_after_secs=0"],
+    );
     b.ensure(podman_containers(&id).is_empty(), "a container exists in Podman before the first request");
 
     let client = b.client(&[host]);

@@ -10,9 +10,10 @@ use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
+use super::lifecycle;
 use super::runtime::ContainerRuntime;
 use super::Apps;
-use crate::engine::{self, Engine};
+use crate::engine::{self, ContainerAction, Engine};
 
 /// How often an unreachable engine is pinged.
 pub const PING_EVERY: Duration = Duration::from_millis(250);
@@ -24,7 +25,8 @@ pub fn spawn_watcher(apps: &Arc<Apps>) {
         move || apps.upgrade().map(|a| a.runtimes()).unwrap_or_default()
     };
     let label = (engine::LABEL_INSTANCE.to_string(), apps.instance.clone());
-    apps.tasks.spawn(watch_events(apps.engine.clone(), label, runtimes.clone(), apps.cancel.clone()));
+    let budget = apps.config.container.paused_memory_budget_bytes();
+    apps.tasks.spawn(watch_events(apps.engine.clone(), label, runtimes.clone(), budget, apps.cancel.clone()));
     let adopt = {
         let apps = Arc::downgrade(apps);
         move || {
@@ -42,11 +44,13 @@ pub fn spawn_watcher(apps: &Arc<Apps>) {
 
 /// Follows the engine's container events for `label` and hands them to every runtime. When
 /// the stream ends, reports the engine unreachable if it does not answer a ping, waits until
-/// it answers, then reconnects and has every runtime resync.
+/// it answers, then reconnects and has every runtime resync. After each pause it checks the
+/// paused containers' memory against `paused_memory_budget` bytes (0: no budget).
 pub async fn watch_events(
     engine: Engine,
     label: (String, String),
     runtimes: impl Fn() -> Vec<Arc<ContainerRuntime>>,
+    paused_memory_budget: u64,
     cancel: CancellationToken,
 ) {
     let mut first = true;
@@ -65,8 +69,19 @@ pub async fn watch_events(
             };
             match next {
                 Some(Ok(ev)) => {
-                    for rt in runtimes() {
+                    let all = runtimes();
+                    for rt in &all {
                         rt.on_container_event(&ev);
+                    }
+                    // Paused memory only grows when one more container pauses.
+                    if ev.action == ContainerAction::Pause && paused_memory_budget > 0 {
+                        let (engine, cancel) = (engine.clone(), cancel.clone());
+                        tokio::spawn(async move {
+                            tokio::select! {
+                                _ = stop_paused_over_budget(&engine, all, paused_memory_budget) => {}
+                                _ = cancel.cancelled() => {}
+                            }
+                        });
                     }
                 }
                 Some(Err(e)) => {
@@ -92,6 +107,29 @@ pub async fn watch_events(
             _ = tokio::time::sleep(PING_EVERY) => {}
             _ = cancel.cancelled() => return,
         }
+    }
+}
+
+/// Reads the paused containers' memory from the engine's stats and stops the oldest paused
+/// ones until the rest fit `budget` bytes. A container whose stats cannot be read counts as 0.
+async fn stop_paused_over_budget(engine: &Engine, runtimes: Vec<Arc<ContainerRuntime>>, budget: u64) {
+    let mut paused = Vec::new();
+    for rt in runtimes {
+        let (Some(since), Some(id)) = (rt.paused_since(), rt.container_id()) else { continue };
+        let memory = match engine.stats(&id).await {
+            Ok(stats) => stats.memory_bytes,
+            Err(e) => {
+                tracing::debug!(app = %rt.app_id, "reading a paused container's memory failed: {e}");
+                0
+            }
+        };
+        paused.push((since, memory, rt));
+    }
+    let sizes: Vec<(tokio::time::Instant, u64)> = paused.iter().map(|(since, memory, _)| (*since, *memory)).collect();
+    for i in lifecycle::over_memory_budget(&sizes, budget) {
+        let (_, memory, rt) = &paused[i];
+        tracing::info!(app = %rt.app_id, memory_mb = memory >> 20, budget_mb = budget >> 20, "stopping the oldest paused container: paused memory over budget");
+        rt.stop_over_memory_budget();
     }
 }
 

@@ -1,5 +1,8 @@
-//! Readiness probes: a raw HTTP/1.1 GET of the health path on the container's published port,
-//! first at once, then backing off from 5 ms to at most 250 ms. Only a 2xx answer counts.
+//! Readiness probes: a raw HTTP/1.1 GET of the health path on the container's published port.
+//! While nothing listens yet (the connect is refused, or the engine's port proxy accepts and
+//! closes at once) the probe is retried after about 1 ms: a refused connect costs microseconds,
+//! so readiness is seen within a few ms of the port opening. Once the app answers HTTP but not
+//! yet 2xx, probes back off from 5 ms to at most 250 ms. Only a 2xx answer counts.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -8,6 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+/// The pause between probes while nothing listens on the port.
+const NOT_LISTENING_DELAY: Duration = Duration::from_millis(1);
+/// The first pause after an answer that is not 2xx (or another failure); doubles up to the max.
 const FIRST_DELAY: Duration = Duration::from_millis(5);
 const MAX_DELAY: Duration = Duration::from_millis(250);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -21,14 +27,22 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let mut delay = FIRST_DELAY;
+    let mut backoff = FIRST_DELAY;
     let mut last_alive_check = Instant::now();
     loop {
-        let last = match tokio::time::timeout(PROBE_TIMEOUT, probe(addr, path)).await {
+        let (last, delay) = match tokio::time::timeout(PROBE_TIMEOUT, probe(addr, path)).await {
             Ok(Ok(status)) if (200..300).contains(&status) => return Ok(()),
-            Ok(Ok(status)) => format!("health check {path} answered {status}"),
-            Ok(Err(e)) => format!("health check {path} failed: {e}"),
-            Err(_) => format!("health check {path} timed out"),
+            Ok(Err(e)) if not_listening(&e) => (format!("health check {path} failed: {e}"), NOT_LISTENING_DELAY),
+            outcome => {
+                let last = match outcome {
+                    Ok(Ok(status)) => format!("health check {path} answered {status}"),
+                    Ok(Err(e)) => format!("health check {path} failed: {e}"),
+                    Err(_) => format!("health check {path} timed out"),
+                };
+                let delay = backoff;
+                backoff = (backoff * 2).min(MAX_DELAY);
+                (last, delay)
+            }
         };
         if Instant::now() + delay >= deadline {
             return Err(last);
@@ -40,8 +54,14 @@ where
             }
         }
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(MAX_DELAY);
     }
+}
+
+/// Whether a probe failed because nothing listens yet: the connect was refused, or the
+/// engine's port proxy accepted and closed (or reset) the connection without an answer.
+fn not_listening(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionRefused | ConnectionReset | ConnectionAborted | UnexpectedEof | BrokenPipe)
 }
 
 /// One GET; returns the status code.
@@ -105,6 +125,39 @@ mod tests {
         wait_ready(addr, "/", Instant::now() + Duration::from_secs(5), || async { true }).await.unwrap();
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(100) && took < Duration::from_millis(400), "took {took:?}");
+    }
+
+    /// The port refuses connections, then accepts and closes them at once (an engine's port
+    /// proxy before the app listens), then serves: readiness is seen within a few ms of that.
+    #[tokio::test]
+    async fn ready_within_ms_of_the_port_opening() {
+        let addr = {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.local_addr().unwrap()
+        };
+        let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            let l = TcpListener::bind(addr).await.unwrap();
+            let closing_until = Instant::now() + Duration::from_millis(60);
+            while Instant::now() < closing_until {
+                if let Ok(Ok((s, _))) = tokio::time::timeout_at(closing_until, l.accept()).await {
+                    drop(s);
+                }
+            }
+            let _ = opened_tx.send(Instant::now());
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+            }
+        });
+        wait_ready(addr, "/", Instant::now() + Duration::from_secs(5), || async { true }).await.unwrap();
+        let ready = Instant::now();
+        let opened = opened_rx.await.unwrap();
+        let late = ready - opened;
+        assert!(late < Duration::from_millis(20), "readiness seen {late:?} after the app listened");
     }
 
     #[tokio::test]

@@ -10,6 +10,10 @@
 //!                          ▼
 //!                        Running ──idle, nothing in flight──▶ Stopping ──stop done──▶ Stopped
 //!                          └──container die/stop/kill/oom/destroy (or resync: not running)──▶ Stopped
+//!   paused tier (stop_paused_after > 0): idle Running ──▶ Pausing ──pause done──▶ Paused{since}
+//!   Paused ──request──▶ Unpausing ──unpause done──▶ Running       (one unpause for all waiters)
+//!   Paused ──since + stop_paused_after──▶ Stopping (unpause, then stop)
+//!   Running ◀──engine pause/unpause event (someone else)──▶ Paused
 //!   Starting ──app failure──▶ Failed{retry_at = now + backoff·2^n} ──request after retry_at──▶ Starting
 //!   Building ──build failure──▶ Failed{retry_at: none}   (until a reload or a config change)
 //!   Starting ──engine unreachable──▶ EngineUnavailable ──engine back──▶ Stopped   (no failure counted)
@@ -37,6 +41,19 @@ pub enum Phase {
         upstream: SocketAddr,
     },
     Stopping,
+    /// The idle container is being paused (the engine's freeze: no CPU, memory kept).
+    Pausing {
+        upstream: SocketAddr,
+    },
+    /// Frozen since `since`; the next request unpauses it.
+    Paused {
+        upstream: SocketAddr,
+        since: Instant,
+    },
+    /// A request is unpausing it; every request waits for this one unpause.
+    Unpausing {
+        upstream: SocketAddr,
+    },
     /// `retry_at: None`: not retried until the source or config changes (a failed build).
     Failed {
         error: Arc<str>,
@@ -49,6 +66,11 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Running, or any step of the paused tier: the container exists and has not exited.
+    fn serves_or_frozen(&self) -> bool {
+        matches!(self, Phase::Running { .. } | Phase::Pausing { .. } | Phase::Paused { .. } | Phase::Unpausing { .. })
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Phase::Stopped => "stopped",
@@ -56,6 +78,9 @@ impl Phase {
             Phase::Building => "building",
             Phase::Running { .. } => "running",
             Phase::Stopping => "stopping",
+            Phase::Pausing { .. } => "pausing",
+            Phase::Paused { .. } => "paused",
+            Phase::Unpausing { .. } => "unpausing",
             Phase::Failed { .. } => "failed",
             Phase::EngineUnavailable { .. } => "engine-unavailable",
         }
@@ -67,8 +92,11 @@ impl Phase {
 pub struct Policy {
     /// Backoff after the first failed start; doubles per consecutive failure.
     pub failure_backoff: Duration,
-    /// Idle time after which a running app is stopped; zero: never.
+    /// Idle time after which a running app is stopped (or paused); zero: never.
     pub idle_shutdown: Duration,
+    /// How long an idle app stays paused before it is stopped; zero: the paused tier is off
+    /// (idle apps are stopped at once).
+    pub stop_paused_after: Duration,
 }
 
 /// Everything the lifecycle depends on.
@@ -114,10 +142,22 @@ pub enum FailureKind {
     Cancelled,
 }
 
+/// How an engine call the lifecycle asked for ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EffectOutcome {
+    Done,
+    /// The container is gone.
+    Vanished,
+    /// Any other failure (logged by the runtime).
+    Failed,
+}
+
 /// What the inspection after a gap in the event stream found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resync {
     Running,
+    /// Running but frozen by the engine's pause.
+    Paused,
     NotRunning,
     Gone,
     EngineUnavailable,
@@ -152,6 +192,12 @@ pub enum Event {
     StopDone {
         vanished: bool,
     },
+    /// The idle pause finished.
+    PauseDone(EffectOutcome),
+    /// The paused containers' memory passed the budget and this one is among the oldest.
+    OverMemoryBudget,
+    /// The unpause for a request finished.
+    UnpauseDone(EffectOutcome),
     Retire,
     /// The engine event stream was interrupted: events may have been missed.
     EventGap,
@@ -162,6 +208,8 @@ pub enum Event {
     Adopted {
         container_id: String,
         upstream: Option<SocketAddr>,
+        /// Found paused (by the paused tier before a restart, or by someone else).
+        paused: bool,
     },
 }
 
@@ -169,8 +217,12 @@ pub enum Event {
 pub enum Effect {
     /// Run a start (build if needed, find or create, start, health check) as its own task.
     SpawnStart,
-    /// Stop the container; report [`Event::StopDone`] when done.
-    StopIdle { container_id: String },
+    /// Stop the container (unpausing it first when `paused`); report [`Event::StopDone`].
+    StopIdle { container_id: String, paused: bool },
+    /// Pause the idle container; report [`Event::PauseDone`].
+    Pause { container_id: String },
+    /// Unpause the container for a request; report [`Event::UnpauseDone`].
+    Unpause { container_id: String },
     /// Stop the container of a failed start (nothing waits for it).
     StopFailed { container_id: String },
     /// Inspect the container and report [`Event::Resynced`].
@@ -187,6 +239,13 @@ pub fn transition(state: &Lifecycle, event: Event, now: Instant) -> (Lifecycle, 
     let mut effects = Vec::new();
     match event {
         Event::Request => {
+            if let (Phase::Paused { upstream, .. }, Some(id), false) =
+                (&state.phase, &state.container_id, state.retired)
+            {
+                next.phase = Phase::Unpausing { upstream: *upstream };
+                effects.push(Effect::Unpause { container_id: id.clone() });
+                return (next, effects);
+            }
             let due = match &state.phase {
                 Phase::Stopped => true,
                 Phase::Failed { retry_at: Some(t), .. } => now >= *t,
@@ -238,8 +297,16 @@ pub fn transition(state: &Lifecycle, event: Event, now: Instant) -> (Lifecycle, 
         }
         Event::Container(ContainerEvent { container_id, action }) => {
             if state.container_id.as_deref() == Some(container_id.as_str()) {
-                if action.ends_run() && matches!(state.phase, Phase::Running { .. }) {
-                    next.phase = Phase::Stopped;
+                match (&state.phase, &action) {
+                    (p, a) if a.ends_run() && p.serves_or_frozen() => next.phase = Phase::Stopped,
+                    // Paused or unpaused by someone else (or our own call, seen before it returns).
+                    (Phase::Running { upstream } | Phase::Pausing { upstream }, ContainerAction::Pause) => {
+                        next.phase = Phase::Paused { upstream: *upstream, since: now }
+                    }
+                    (Phase::Paused { upstream, .. } | Phase::Unpausing { upstream }, ContainerAction::Unpause) => {
+                        next.phase = Phase::Running { upstream: *upstream }
+                    }
+                    _ => {}
                 }
                 if action == ContainerAction::Destroy {
                     next.container_id = None;
@@ -248,14 +315,28 @@ pub fn transition(state: &Lifecycle, event: Event, now: Instant) -> (Lifecycle, 
         }
         Event::IdleCheck { in_flight, idle_for } => {
             let idle = state.policy.idle_shutdown;
-            if matches!(state.phase, Phase::Running { .. }) && in_flight == 0 && !idle.is_zero() && idle_for >= idle {
-                match &state.container_id {
-                    Some(id) => {
-                        next.phase = Phase::Stopping;
-                        effects.push(Effect::StopIdle { container_id: id.clone() });
-                    }
-                    None => next.phase = Phase::Stopped,
+            let paused_limit = state.policy.stop_paused_after;
+            match (&state.phase, &state.container_id) {
+                (Phase::Running { .. }, None) if in_flight == 0 && !idle.is_zero() && idle_for >= idle => {
+                    next.phase = Phase::Stopped
                 }
+                (Phase::Running { upstream }, Some(id)) if in_flight == 0 && !idle.is_zero() && idle_for >= idle => {
+                    if paused_limit.is_zero() {
+                        next.phase = Phase::Stopping;
+                        effects.push(Effect::StopIdle { container_id: id.clone(), paused: false });
+                    } else {
+                        next.phase = Phase::Pausing { upstream: *upstream };
+                        effects.push(Effect::Pause { container_id: id.clone() });
+                    }
+                }
+                // Paused by someone else while the tier is off: left paused until a request.
+                (Phase::Paused { since, .. }, Some(id))
+                    if in_flight == 0 && !paused_limit.is_zero() && now >= *since + paused_limit =>
+                {
+                    next.phase = Phase::Stopping;
+                    effects.push(Effect::StopIdle { container_id: id.clone(), paused: true });
+                }
+                _ => {}
             }
         }
         Event::StopDone { vanished } => {
@@ -266,6 +347,44 @@ pub fn transition(state: &Lifecycle, event: Event, now: Instant) -> (Lifecycle, 
                 next.container_id = None;
             }
         }
+        Event::PauseDone(outcome) => {
+            if let (Phase::Pausing { upstream }, Some(id)) = (&state.phase, &state.container_id) {
+                match outcome {
+                    EffectOutcome::Done => next.phase = Phase::Paused { upstream: *upstream, since: now },
+                    EffectOutcome::Vanished => {
+                        next.phase = Phase::Stopped;
+                        next.container_id = None;
+                    }
+                    // The engine would not pause it: stop it as without the tier.
+                    EffectOutcome::Failed => {
+                        next.phase = Phase::Stopping;
+                        effects.push(Effect::StopIdle { container_id: id.clone(), paused: false });
+                    }
+                }
+            }
+        }
+        Event::OverMemoryBudget => {
+            if let (Phase::Paused { .. }, Some(id)) = (&state.phase, &state.container_id) {
+                next.phase = Phase::Stopping;
+                effects.push(Effect::StopIdle { container_id: id.clone(), paused: true });
+            }
+        }
+        Event::UnpauseDone(outcome) => {
+            if let (Phase::Unpausing { upstream }, Some(id)) = (&state.phase, &state.container_id) {
+                match outcome {
+                    EffectOutcome::Done => next.phase = Phase::Running { upstream: *upstream },
+                    EffectOutcome::Vanished => {
+                        next.phase = Phase::Stopped;
+                        next.container_id = None;
+                    }
+                    // Stop it; the waiting requests then start it afresh.
+                    EffectOutcome::Failed => {
+                        next.phase = Phase::Stopping;
+                        effects.push(Effect::StopIdle { container_id: id.clone(), paused: true });
+                    }
+                }
+            }
+        }
         Event::Retire => {
             if !state.retired {
                 next.retired = true;
@@ -273,20 +392,26 @@ pub fn transition(state: &Lifecycle, event: Event, now: Instant) -> (Lifecycle, 
             }
         }
         Event::EventGap => {
-            if let (Phase::Running { .. }, Some(id)) = (&state.phase, &state.container_id) {
+            if let (Phase::Running { .. } | Phase::Paused { .. }, Some(id)) = (&state.phase, &state.container_id) {
                 effects.push(Effect::Resync { container_id: id.clone() });
             }
         }
         Event::Resynced(found) => {
-            if matches!(state.phase, Phase::Running { .. }) {
-                match found {
-                    Resync::Running => {}
-                    Resync::NotRunning => next.phase = Phase::Stopped,
-                    Resync::Gone => {
+            if matches!(state.phase, Phase::Running { .. } | Phase::Paused { .. }) {
+                match (found, &state.phase) {
+                    (Resync::Running, Phase::Paused { upstream, .. }) => {
+                        next.phase = Phase::Running { upstream: *upstream }
+                    }
+                    (Resync::Paused, Phase::Running { upstream }) => {
+                        next.phase = Phase::Paused { upstream: *upstream, since: now }
+                    }
+                    (Resync::Running | Resync::Paused, _) => {}
+                    (Resync::NotRunning, _) => next.phase = Phase::Stopped,
+                    (Resync::Gone, _) => {
                         next.phase = Phase::Stopped;
                         next.container_id = None;
                     }
-                    Resync::EngineUnavailable => effects.push(Effect::WatchEngine),
+                    (Resync::EngineUnavailable, _) => effects.push(Effect::WatchEngine),
                 }
             }
         }
@@ -303,14 +428,33 @@ pub fn transition(state: &Lifecycle, event: Event, now: Instant) -> (Lifecycle, 
             }
             _ => {}
         },
-        Event::Adopted { container_id, upstream } => {
+        Event::Adopted { container_id, upstream, paused } => {
             next.container_id = Some(container_id);
             if let (Phase::Stopped, Some(upstream)) = (&state.phase, upstream) {
-                next.phase = Phase::Running { upstream };
+                next.phase = match paused {
+                    true => Phase::Paused { upstream, since: now },
+                    false => Phase::Running { upstream },
+                };
             }
         }
     }
     (next, effects)
+}
+
+/// Which paused apps to stop so that the paused ones' memory fits `budget_bytes`, oldest
+/// first. `paused`: (paused since, memory in bytes) per app; returns their indices.
+pub fn over_memory_budget(paused: &[(Instant, u64)], budget_bytes: u64) -> Vec<usize> {
+    let mut oldest_first: Vec<usize> = (0..paused.len()).collect();
+    oldest_first.sort_by_key(|&i| paused[i].0);
+    let mut total: u64 = paused.iter().map(|p| p.1).sum();
+    oldest_first
+        .into_iter()
+        .take_while(|&i| {
+            let over = total > budget_bytes;
+            total -= if over { paused[i].1 } else { 0 };
+            over
+        })
+        .collect()
 }
 
 /// Why a request could not get a running container.
@@ -351,7 +495,7 @@ pub fn answer(state: &Lifecycle, now: Instant, wait_for_build: bool) -> Result<O
 /// Whether a waiting request should look again: the lifecycle left the in-between phases.
 pub fn settled(state: &Lifecycle, wait_for_build: bool) -> bool {
     match state.phase {
-        Phase::Starting | Phase::Stopping => state.retired,
+        Phase::Starting | Phase::Stopping | Phase::Pausing { .. } | Phase::Unpausing { .. } => state.retired,
         Phase::Building => !wait_for_build || state.retired,
         _ => true,
     }
@@ -361,7 +505,12 @@ pub fn settled(state: &Lifecycle, wait_for_build: bool) -> bool {
 mod tests {
     use super::*;
 
-    const POLICY: Policy = Policy { failure_backoff: Duration::from_secs(5), idle_shutdown: Duration::from_secs(60) };
+    const POLICY: Policy = Policy {
+        failure_backoff: Duration::from_secs(5),
+        idle_shutdown: Duration::from_secs(60),
+        stop_paused_after: Duration::ZERO,
+    };
+    const PAUSING: Policy = Policy { stop_paused_after: Duration::from_secs(3600), ..POLICY };
     const ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 4000);
 
     fn running(id: &str) -> Lifecycle {
@@ -460,8 +609,8 @@ mod tests {
         let s = running("c");
         let other = ContainerEvent { container_id: "d".into(), action: ContainerAction::Die { exit_code: Some(1) } };
         assert_eq!(step(&s, Event::Container(other), now), s);
-        let pause = ContainerEvent { container_id: "c".into(), action: ContainerAction::Pause };
-        assert_eq!(step(&s, Event::Container(pause), now), s);
+        let start = ContainerEvent { container_id: "c".into(), action: ContainerAction::Start };
+        assert_eq!(step(&s, Event::Container(start), now), s);
         let die = ContainerEvent { container_id: "c".into(), action: ContainerAction::Die { exit_code: Some(1) } };
         let s2 = step(&s, Event::Container(die), now);
         assert_eq!((s2.phase, s2.container_id), (Phase::Stopped, Some("c".into())), "the same container restarts");
@@ -479,7 +628,10 @@ mod tests {
         let early = Event::IdleCheck { in_flight: 0, idle_for: Duration::from_secs(59) };
         assert_eq!(transition(&s, early, now), (s.clone(), vec![]));
         let (s, fx) = transition(&s, Event::IdleCheck { in_flight: 0, idle_for: Duration::from_secs(60) }, now);
-        assert_eq!((s.phase.clone(), fx), (Phase::Stopping, vec![Effect::StopIdle { container_id: "c".into() }]));
+        assert_eq!(
+            (s.phase.clone(), fx),
+            (Phase::Stopping, vec![Effect::StopIdle { container_id: "c".into(), paused: false }])
+        );
         assert_eq!(answer(&s, now, true).unwrap(), None, "a request during the stop waits");
         assert!(!settled(&s, true));
         let s = step(&s, Event::StopDone { vanished: false }, now);
@@ -509,14 +661,118 @@ mod tests {
         assert_eq!(step(&s, Event::Resynced(Resync::NotRunning), now).phase, Phase::Stopped);
         assert_eq!(step(&s, Event::Resynced(Resync::Gone), now).container_id, None);
         assert_eq!(transition(&s, Event::Resynced(Resync::EngineUnavailable), now).1, vec![Effect::WatchEngine]);
+        let paused = step(&s, Event::Resynced(Resync::Paused), now);
+        assert_eq!(paused.phase, Phase::Paused { upstream: ADDR, since: now }, "paused during the gap");
+        assert_eq!(transition(&paused, Event::EventGap, now).1, vec![Effect::Resync { container_id: "c".into() }]);
+        assert_eq!(step(&paused, Event::Resynced(Resync::Running), now), s, "unpaused during the gap");
     }
 
     #[test]
     fn adoption() {
         let now = Instant::now();
-        let s = step(&Lifecycle::new(POLICY), Event::Adopted { container_id: "c".into(), upstream: Some(ADDR) }, now);
+        let adopted = |upstream, paused| Event::Adopted { container_id: "c".into(), upstream, paused };
+        let s = step(&Lifecycle::new(POLICY), adopted(Some(ADDR), false), now);
         assert_eq!(s, running("c"));
-        let s = step(&Lifecycle::new(POLICY), Event::Adopted { container_id: "c".into(), upstream: None }, now);
+        let s = step(&Lifecycle::new(POLICY), adopted(Some(ADDR), true), now);
+        assert_eq!(s.phase, Phase::Paused { upstream: ADDR, since: now }, "a paused container is adopted paused");
+        assert_eq!(transition(&s, Event::Request, now).1, vec![Effect::Unpause { container_id: "c".into() }]);
+        let s = step(&Lifecycle::new(POLICY), adopted(None, false), now);
         assert_eq!((s.phase, s.container_id), (Phase::Stopped, Some("c".into())));
+    }
+
+    fn idle(secs: u64) -> Event {
+        Event::IdleCheck { in_flight: 0, idle_for: Duration::from_secs(secs) }
+    }
+
+    #[test]
+    fn the_paused_tier_pauses_an_idle_app_and_stops_it_after_the_limit() {
+        let now = Instant::now();
+        let s = Lifecycle { policy: PAUSING, ..running("c") };
+        let (s, fx) = transition(&s, idle(60), now);
+        assert_eq!(
+            (s.phase.clone(), fx),
+            (Phase::Pausing { upstream: ADDR }, vec![Effect::Pause { container_id: "c".into() }])
+        );
+        assert!(!settled(&s, true), "a request during the pause waits");
+        let s = step(&s, Event::PauseDone(EffectOutcome::Done), now);
+        assert_eq!((s.name(), s.upstream()), ("paused", None));
+        let later = now + Duration::from_secs(3599);
+        assert_eq!(transition(&s, idle(60 + 3599), later), (s.clone(), vec![]), "not before the limit");
+        let limit = now + Duration::from_secs(3600);
+        assert_eq!(transition(&s, Event::IdleCheck { in_flight: 1, idle_for: Duration::ZERO }, limit).1, vec![]);
+        let (s, fx) = transition(&s, idle(3660), limit);
+        assert_eq!(
+            (s.phase.clone(), fx),
+            (Phase::Stopping, vec![Effect::StopIdle { container_id: "c".into(), paused: true }])
+        );
+    }
+
+    #[test]
+    fn a_request_unpauses_once_for_all_waiters() {
+        let now = Instant::now();
+        let s = Lifecycle {
+            phase: Phase::Paused { upstream: ADDR, since: now },
+            ..Lifecycle { policy: PAUSING, ..running("c") }
+        };
+        let (s, fx) = transition(&s, Event::Request, now);
+        assert_eq!(
+            (s.phase.clone(), fx),
+            (Phase::Unpausing { upstream: ADDR }, vec![Effect::Unpause { container_id: "c".into() }])
+        );
+        assert_eq!(transition(&s, Event::Request, now), (s.clone(), vec![]), "a second request joins the unpause");
+        assert_eq!(answer(&s, now, true).unwrap(), None);
+        let s = step(&s, Event::UnpauseDone(EffectOutcome::Done), now);
+        assert_eq!(s, Lifecycle { policy: PAUSING, ..running("c") });
+        let failing = Lifecycle { phase: Phase::Unpausing { upstream: ADDR }, ..s.clone() };
+        let (f, fx) = transition(&failing, Event::UnpauseDone(EffectOutcome::Failed), now);
+        assert_eq!((f.phase, fx), (Phase::Stopping, vec![Effect::StopIdle { container_id: "c".into(), paused: true }]));
+        let gone = step(&failing, Event::UnpauseDone(EffectOutcome::Vanished), now);
+        assert_eq!((gone.phase, gone.container_id), (Phase::Stopped, None));
+    }
+
+    #[test]
+    fn the_tier_off_stops_and_a_failed_pause_stops() {
+        let now = Instant::now();
+        assert_eq!(transition(&running("c"), idle(60), now).0.phase, Phase::Stopping, "stop_paused_after = 0 stops");
+        let pausing = Lifecycle { phase: Phase::Pausing { upstream: ADDR }, policy: PAUSING, ..running("c") };
+        let (s, fx) = transition(&pausing, Event::PauseDone(EffectOutcome::Failed), now);
+        assert_eq!(
+            (s.phase, fx),
+            (Phase::Stopping, vec![Effect::StopIdle { container_id: "c".into(), paused: false }])
+        );
+    }
+
+    #[test]
+    fn the_memory_budget_stops_the_oldest_paused_first() {
+        let now = Instant::now();
+        let at = |s| now + Duration::from_secs(s);
+        let paused = [(at(30), 100), (at(10), 300), (at(20), 200), (at(40), 50)];
+        assert_eq!(over_memory_budget(&paused, 650), Vec::<usize>::new(), "within the budget");
+        assert_eq!(over_memory_budget(&paused, 400), vec![1], "the oldest goes first");
+        assert_eq!(over_memory_budget(&paused, 200), vec![1, 2], "until the rest fits");
+        assert_eq!(over_memory_budget(&paused, 0), vec![1, 2, 0, 3]);
+        let s = Lifecycle { phase: Phase::Paused { upstream: ADDR, since: now }, ..running("c") };
+        let (s, fx) = transition(&s, Event::OverMemoryBudget, now);
+        assert_eq!((s.phase, fx), (Phase::Stopping, vec![Effect::StopIdle { container_id: "c".into(), paused: true }]));
+        assert_eq!(transition(&running("c"), Event::OverMemoryBudget, now).1, vec![], "only paused apps");
+    }
+
+    #[test]
+    fn engine_pause_events_keep_the_phase_true() {
+        let now = Instant::now();
+        let ev = |action| Event::Container(ContainerEvent { container_id: "c".into(), action });
+        let s = step(&running("c"), ev(ContainerAction::Pause), now);
+        assert_eq!(s.phase, Phase::Paused { upstream: ADDR, since: now }, "paused by someone else");
+        assert_eq!(
+            transition(&s, idle(100_000), now + Duration::from_secs(100_000)).1,
+            vec![],
+            "tier off: left paused"
+        );
+        assert_eq!(step(&s, ev(ContainerAction::Unpause), now), running("c"), "unpaused by someone else");
+        let die = step(&s, ev(ContainerAction::Die { exit_code: Some(137) }), now);
+        assert_eq!(die.phase, Phase::Stopped, "a paused container that is killed stops");
+        let pausing = Lifecycle { phase: Phase::Pausing { upstream: ADDR }, ..running("c") };
+        let s = step(&pausing, ev(ContainerAction::Pause), now);
+        assert_eq!(step(&s, Event::PauseDone(EffectOutcome::Done), now), s, "the event before the call's answer");
     }
 }

@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 use super::activity::{Activity, ActivityGuard};
 use super::builder::Builder;
 use super::health;
-use super::lifecycle::{self, Effect, Event, FailureKind, Lifecycle, Phase, Policy, Resync};
+use super::lifecycle::{self, Effect, EffectOutcome, Event, FailureKind, Lifecycle, Phase, Policy, Resync};
 use super::plan::{ContainerPlan, ImageSource};
 use super::Variant;
 use crate::engine::{self, ContainerEvent, ContainerSpec, ContainerStatus, Engine, EngineError};
@@ -57,6 +57,8 @@ impl From<EngineError> for StartAttempt {
 #[derive(Debug, Clone)]
 pub struct RuntimeSettings {
     pub idle_shutdown: Duration,
+    /// How long an idle app stays paused before it is stopped; zero: stop idle apps at once.
+    pub stop_paused_after: Duration,
     pub health_url: String,
     pub start_timeout: Duration,
     pub failure_backoff: Duration,
@@ -89,7 +91,11 @@ impl ContainerRuntime {
         engine: Engine,
         (builder, secrets): (Arc<Builder>, Arc<Secrets>),
     ) -> Arc<Self> {
-        let policy = Policy { failure_backoff: settings.failure_backoff, idle_shutdown: settings.idle_shutdown };
+        let policy = Policy {
+            failure_backoff: settings.failure_backoff,
+            idle_shutdown: settings.idle_shutdown,
+            stop_paused_after: settings.stop_paused_after,
+        };
         Arc::new(ContainerRuntime {
             app_id,
             variant,
@@ -158,16 +164,43 @@ impl ContainerRuntime {
                     let me = self.clone();
                     self.tasks.spawn(async move { me.run_start().await });
                 }
-                Effect::StopIdle { container_id } => {
+                Effect::StopIdle { container_id, paused } => {
                     let me = self.clone();
                     self.tasks.spawn(async move {
-                        tracing::info!(app = %me.app_id, idle_secs = me.settings.idle_shutdown.as_secs(), "stopping idle container");
+                        tracing::info!(app = %me.app_id, idle_secs = me.settings.idle_shutdown.as_secs(), paused, "stopping idle container");
+                        if paused {
+                            // A frozen process cannot act on the stop signal: thaw it first.
+                            if let Err(e) = me.engine.unpause(&container_id).await {
+                                tracing::debug!(app = %me.app_id, "unpausing before the stop: {e}");
+                            }
+                        }
                         let result = me.engine.stop(&container_id, me.settings.stop_timeout_secs).await;
                         if let Err(e) = &result {
                             tracing::warn!(app = %me.app_id, "stopping the container failed: {e}");
                         }
                         let vanished = matches!(result, Err(EngineError::NotFound(_)));
                         me.handle(Event::StopDone { vanished });
+                    });
+                }
+                Effect::Pause { container_id } => {
+                    let me = self.clone();
+                    self.tasks.spawn(async move {
+                        tracing::info!(app = %me.app_id, idle_secs = me.settings.idle_shutdown.as_secs(), "pausing idle container");
+                        let result = me.engine.pause(&container_id).await;
+                        me.handle(Event::PauseDone(me.outcome("pausing", result)));
+                    });
+                }
+                Effect::Unpause { container_id } => {
+                    let me = self.clone();
+                    self.tasks.spawn(async move {
+                        let started = Instant::now();
+                        let result = me.engine.unpause(&container_id).await;
+                        let outcome = me.outcome("unpausing", result);
+                        if outcome == EffectOutcome::Done {
+                            me.activity.touch();
+                            tracing::info!(app = %me.app_id, took_ms = started.elapsed().as_millis() as u64, "container unpaused");
+                        }
+                        me.handle(Event::UnpauseDone(outcome));
                     });
                 }
                 Effect::StopFailed { container_id } => {
@@ -180,7 +213,8 @@ impl ContainerRuntime {
                     let me = self.clone();
                     self.tasks.spawn(async move {
                         let found = match me.engine.inspect(&container_id, me.plan.port).await {
-                            Ok(ContainerStatus { running: true, upstream: Some(_) }) => Resync::Running,
+                            Ok(ContainerStatus { running: true, upstream: Some(_), paused: true }) => Resync::Paused,
+                            Ok(ContainerStatus { running: true, upstream: Some(_), paused: false }) => Resync::Running,
                             Ok(_) => Resync::NotRunning,
                             Err(EngineError::NotFound(_)) => Resync::Gone,
                             Err(e) if e.is_unavailable() => Resync::EngineUnavailable,
@@ -198,6 +232,18 @@ impl ContainerRuntime {
                     }
                 }
                 Effect::Cancel => self.cancel.cancel(),
+            }
+        }
+    }
+
+    /// How an engine call for an effect ended; a failure is logged with its cause.
+    fn outcome(&self, what: &str, result: Result<(), EngineError>) -> EffectOutcome {
+        match result {
+            Ok(()) => EffectOutcome::Done,
+            Err(EngineError::NotFound(_)) => EffectOutcome::Vanished,
+            Err(e) => {
+                tracing::warn!(app = %self.app_id, "{what} the container failed: {e}");
+                EffectOutcome::Failed
             }
         }
     }
@@ -446,31 +492,44 @@ impl ContainerRuntime {
         ]
     }
 
-    /// Takes over a container found at boot. A running one serves at once; a stopped one is
+    /// Takes over a container found at boot. A running one serves at once; a paused one (the
+    /// engine lists it as not running) is unpaused by the next request; a stopped one is
     /// started again on the next request (the same container, no new one).
     pub async fn adopt(self: &Arc<Self>, id: &str, running: bool) {
-        let upstream = match running {
-            true => self.engine.inspect(id, self.plan.port).await.ok().filter(|s| s.running).and_then(|s| s.upstream),
-            false => None,
+        let status = self.engine.inspect(id, self.plan.port).await.ok().filter(|s| s.running);
+        let (upstream, paused) = match status {
+            Some(s) => (s.upstream, s.paused),
+            None => (None, false),
         };
         if upstream.is_some() {
             self.activity.touch();
         }
-        let state = self.handle(Event::Adopted { container_id: id.to_string(), upstream });
-        match state.upstream() {
-            Some(upstream) => tracing::info!(app = %self.app_id, %upstream, "adopted running container"),
-            None => tracing::info!(app = %self.app_id, "adopted stopped container"),
-        }
+        let state = self.handle(Event::Adopted { container_id: id.to_string(), upstream, paused });
+        tracing::info!(app = %self.app_id, listed_running = running, state = state.name(), "adopted container");
     }
 
-    /// The idle reaper's move: stop only when running, nothing in flight, and idle long enough
-    /// (checked under the channel's lock). Returns whether the stop began.
+    /// The idle reaper's move: pause (or stop) only when running, nothing in flight, and idle
+    /// long enough; stop a paused app after `stop_paused_after` (checked under the channel's
+    /// lock). Returns whether a pause or stop began.
     pub fn stop_if_idle(self: &Arc<Self>) -> bool {
         let event = Event::IdleCheck {
             in_flight: self.activity.in_flight(),
             idle_for: self.activity.last_activity().elapsed(),
         };
-        self.handle(event).phase == Phase::Stopping
+        matches!(self.handle(event).phase, Phase::Stopping | Phase::Pausing { .. })
+    }
+
+    /// When the app was paused, if it is.
+    pub fn paused_since(&self) -> Option<Instant> {
+        match self.state.borrow().phase {
+            Phase::Paused { since, .. } => Some(since),
+            _ => None,
+        }
+    }
+
+    /// The paused containers' memory passed the budget: stop this one if it is still paused.
+    pub fn stop_over_memory_budget(self: &Arc<Self>) {
+        self.handle(Event::OverMemoryBudget);
     }
 
     /// An engine event about some container (the lifecycle ignores other containers').

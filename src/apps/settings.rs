@@ -9,8 +9,13 @@ use crate::config::{ContainerDefaults, ProxyConfig};
 use crate::specs::Spec;
 
 /// The keys `--conf` accepts.
-pub const KNOWN_KEYS: &[&str] =
-    &["container.idle_shutdown_secs", "container.health_url", "container.start_timeout_secs", RESPONSE_TIMEOUT_KEY];
+pub const KNOWN_KEYS: &[&str] = &[
+    "container.idle_shutdown_secs",
+    "container.health_url",
+    "container.start_timeout_secs",
+    "container.stop_paused_after_secs",
+    RESPONSE_TIMEOUT_KEY,
+];
 
 /// The per-app override of `[proxy] response_timeout_secs`; applies to container and proxy apps.
 pub const RESPONSE_TIMEOUT_KEY: &str = "proxy.response_timeout_secs";
@@ -25,6 +30,7 @@ pub fn resolve(
     let health = spec.container.health_url.as_deref().unwrap_or(&defaults.health_url);
     let mut s = RuntimeSettings {
         idle_shutdown: Duration::from_secs(defaults.idle_shutdown_secs),
+        stop_paused_after: Duration::from_secs(defaults.stop_paused_after_secs),
         health_url: normalize_health_url(health)?,
         start_timeout: Duration::from_secs(defaults.start_timeout_secs.max(1)),
         failure_backoff: Duration::from_secs(defaults.failure_backoff_secs),
@@ -35,6 +41,7 @@ pub fn resolve(
         let value = value.trim().trim_matches('"');
         match key.as_str() {
             "container.idle_shutdown_secs" => s.idle_shutdown = Duration::from_secs(secs(key, value)?),
+            "container.stop_paused_after_secs" => s.stop_paused_after = Duration::from_secs(secs(key, value)?),
             "container.start_timeout_secs" => s.start_timeout = Duration::from_secs(secs(key, value)?.max(1)),
             "container.health_url" => s.health_url = normalize_health_url(value)?,
             RESPONSE_TIMEOUT_KEY => {
@@ -88,6 +95,9 @@ mod tests {
         assert_eq!(s.idle_shutdown, Duration::from_secs(5));
         assert_eq!(s.health_url, "/healthz");
         assert_eq!(resolve(&d, &BTreeMap::new()).unwrap().idle_shutdown, Duration::from_secs(180));
+        assert_eq!(resolve(&d, &BTreeMap::new()).unwrap().stop_paused_after, Duration::from_secs(3600));
+        let tier_off = BTreeMap::from([("container.stop_paused_after_secs".to_string(), "0".to_string())]);
+        assert_eq!(resolve(&d, &tier_off).unwrap().stop_paused_after, Duration::ZERO);
         let bad = BTreeMap::from([("container.idle_shutdown_secs".to_string(), "soon".to_string())]);
         assert!(resolve(&d, &bad).is_err());
         let unknown = BTreeMap::from([("cors.allow_origin".to_string(), "*".to_string())]);

@@ -351,6 +351,7 @@ impl ContainerEngine for DockerEngine {
                 Err(e) => return Err(e.into()),
             };
         let running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+        let paused = info.state.as_ref().and_then(|s| s.paused).unwrap_or(false);
         let upstream = info
             .network_settings
             .and_then(|n| n.ports)
@@ -366,7 +367,7 @@ impl ContainerEngine for DockerEngine {
                     Some(SocketAddr::from((ip, port)))
                 })
             });
-        Ok(ContainerStatus { running, upstream })
+        Ok(ContainerStatus { running, upstream, paused })
     }
 
     async fn list_labelled(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerSummary>, EngineError> {

@@ -320,14 +320,19 @@ impl ContainerEngine for FakeEngine {
 
     async fn pause(&self, id: &str) -> Result<(), EngineError> {
         self.enter(Call::Pause).await?;
-        self.with_container(id, |c| c.paused = true)?;
+        // As the engine: only a running, unpaused container can be paused.
+        if !self.with_container(id, |c| c.running && !std::mem::replace(&mut c.paused, c.running))? {
+            return Err(api_error(&format!("container {id} is not running or already paused")));
+        }
         self.push_event(id, ContainerAction::Pause);
         Ok(())
     }
 
     async fn unpause(&self, id: &str) -> Result<(), EngineError> {
         self.enter(Call::Unpause).await?;
-        self.with_container(id, |c| c.paused = false)?;
+        if !self.with_container(id, |c| std::mem::replace(&mut c.paused, false))? {
+            return Err(api_error(&format!("container {id} is not paused")));
+        }
         self.push_event(id, ContainerAction::Unpause);
         Ok(())
     }
@@ -343,7 +348,11 @@ impl ContainerEngine for FakeEngine {
     async fn inspect(&self, id: &str, _port: u16) -> Result<ContainerStatus, EngineError> {
         self.enter(Call::Inspect).await?;
         let upstream = self.script.lock().unwrap().upstream;
-        self.with_container(id, |c| ContainerStatus { running: c.running, upstream: upstream.filter(|_| c.running) })
+        self.with_container(id, |c| ContainerStatus {
+            running: c.running,
+            upstream: upstream.filter(|_| c.running),
+            paused: c.paused && c.running,
+        })
     }
 
     async fn list_labelled(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerSummary>, EngineError> {

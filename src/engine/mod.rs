@@ -78,6 +78,8 @@ pub struct ContainerSummary {
 pub struct ContainerStatus {
     pub running: bool,
     pub upstream: Option<SocketAddr>,
+    /// Frozen by the engine's pause (`running` stays true).
+    pub paused: bool,
 }
 
 /// One sample of a container's resource use.

@@ -74,7 +74,13 @@ pub fn docker(args: &[&str]) -> CmdOut {
 
 /// `docker inspect -f '{{.State.Running}}' ID` (false if the container is gone).
 pub fn container_running(id: &str) -> bool {
-    let out = docker(&["inspect", "-f", "{{.State.Running}}", id]);
+    let out = docker(&["inspect", "-f", "{{.State.Running}} {{.State.Paused}}", id]);
+    out.ok() && out.stdout.trim() == "true false"
+}
+
+/// Whether the container exists and is paused (the engine's freeze).
+pub fn container_paused(id: &str) -> bool {
+    let out = docker(&["inspect", "-f", "{{.State.Paused}}", id]);
     out.ok() && out.stdout.trim() == "true"
 }
 

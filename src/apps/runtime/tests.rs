@@ -52,7 +52,12 @@ impl Drop for Harness {
 }
 
 impl Harness {
+    /// With the paused tier off: idle apps are stopped.
     async fn new(status: &'static str) -> Harness {
+        Harness::with_paused_tier(status, Duration::ZERO).await
+    }
+
+    async fn with_paused_tier(status: &'static str, stop_paused_after: Duration) -> Harness {
         let fake = FakeEngine::new();
         fake.set_upstream(upstream(status).await);
         let engine = fake.engine();
@@ -67,6 +72,7 @@ impl Harness {
         };
         let settings = RuntimeSettings {
             idle_shutdown: IDLE,
+            stop_paused_after,
             health_url: "/".into(),
             start_timeout: START_TIMEOUT,
             failure_backoff: BACKOFF,
@@ -90,10 +96,22 @@ impl Harness {
 
     /// Runs the engine event watcher and the availability monitor for this one runtime.
     fn watch_engine(&self) {
+        self.watch_engine_with_budget(0);
+    }
+
+    /// Like [`Harness::watch_engine`], with a paused memory budget in bytes.
+    fn watch_engine_with_budget(&self, paused_memory_budget: u64) {
         let rt = self.rt.clone();
         let runtimes = move || vec![rt.clone()];
         let label = (engine::LABEL_INSTANCE.to_string(), "inst".to_string());
-        tokio::spawn(events::watch_events(self.engine.clone(), label, runtimes.clone(), self.cancel.clone()));
+        let watch = events::watch_events(
+            self.engine.clone(),
+            label,
+            runtimes.clone(),
+            paused_memory_budget,
+            self.cancel.clone(),
+        );
+        tokio::spawn(watch);
         let nothing = || futures_util::FutureExt::boxed(async {});
         tokio::spawn(events::watch_availability(self.engine.clone(), runtimes, nothing, self.cancel.clone()));
     }
@@ -377,4 +395,121 @@ async fn a_hung_engine_ends_the_start_at_the_start_timeout_as_an_outage() {
     h.wait_phase("engine-unavailable").await;
     assert!(started.elapsed() <= START_TIMEOUT);
     assert_eq!(h.rt.state().failures, 0);
+}
+
+const PAUSED_LIMIT: Duration = Duration::from_secs(3600);
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_app_is_paused_and_one_unpause_serves_every_waiter() {
+    let h = Harness::with_paused_tier("200 OK", PAUSED_LIMIT).await;
+    tokio::spawn(reaper::run(h.rt.clone()));
+    let addr = h.request().await.unwrap();
+    let id = h.rt.container_id().unwrap();
+    tokio::time::sleep(IDLE + Duration::from_secs(1)).await;
+    h.wait_phase("paused").await;
+    let c = h.fake.container(&id).unwrap();
+    assert!(c.paused && c.running, "paused, not stopped");
+    assert_eq!((h.fake.calls(Call::Pause), h.fake.calls(Call::Stop)), (1, 0));
+    h.fake.hold(Call::Unpause);
+    let waiters: Vec<_> = (0..5)
+        .map(|_| {
+            let rt = h.rt.clone();
+            tokio::spawn(async move { rt.ensure_running(true).await.map(|(a, _)| a) })
+        })
+        .collect();
+    h.fake.wait_calls(Call::Unpause, 1).await;
+    assert_eq!(h.rt.state().name(), "unpausing");
+    h.fake.release(Call::Unpause);
+    for w in waiters {
+        assert_eq!(w.await.unwrap().unwrap(), addr, "the same upstream");
+    }
+    assert_eq!(h.fake.calls(Call::Unpause), 1, "one unpause for all waiters");
+    assert_eq!((h.fake.calls(Call::Start), h.fake.calls(Call::Create)), (1, 1), "no new start");
+    assert!(!h.fake.container(&id).unwrap().paused);
+    assert_eq!(h.rt.state().name(), "running");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_app_is_stopped_after_the_limit() {
+    let h = Harness::with_paused_tier("200 OK", PAUSED_LIMIT).await;
+    tokio::spawn(reaper::run(h.rt.clone()));
+    h.request().await.unwrap();
+    let id = h.rt.container_id().unwrap();
+    tokio::time::sleep(IDLE + Duration::from_secs(1)).await;
+    h.wait_phase("paused").await;
+    tokio::time::sleep(PAUSED_LIMIT - Duration::from_secs(2)).await;
+    assert_eq!((h.rt.state().name(), h.fake.calls(Call::Stop)), ("paused", 0), "not before the limit");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    h.wait_phase("stopped").await;
+    let c = h.fake.container(&id).unwrap();
+    assert!(!c.running && !c.paused, "thawed, then stopped: {c:?}");
+    assert_eq!(h.fake.calls(Call::Stop), 1);
+    h.request().await.unwrap();
+    assert_eq!((h.fake.calls(Call::Start), h.rt.container_id().unwrap()), (2, id), "the next request starts it again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_the_tier_off_an_idle_app_is_stopped() {
+    let h = Harness::new("200 OK").await;
+    tokio::spawn(reaper::run(h.rt.clone()));
+    h.request().await.unwrap();
+    tokio::time::sleep(IDLE + Duration::from_secs(1)).await;
+    h.wait_phase("stopped").await;
+    assert_eq!((h.fake.calls(Call::Pause), h.fake.calls(Call::Stop)), (0, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn engine_pause_events_from_someone_else_keep_the_state_true() {
+    let h = Harness::with_paused_tier("200 OK", PAUSED_LIMIT).await;
+    h.watch_engine();
+    let addr = h.request().await.unwrap();
+    let id = h.rt.container_id().unwrap();
+    h.engine.pause(&id).await.unwrap();
+    h.wait_phase("paused").await;
+    h.engine.unpause(&id).await.unwrap();
+    h.wait_phase("running").await;
+    h.engine.pause(&id).await.unwrap();
+    h.wait_phase("paused").await;
+    assert_eq!(h.request().await.unwrap(), addr, "a request unpauses it");
+    assert!(!h.fake.container(&id).unwrap().paused);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_container_found_at_boot_is_unpaused_not_started() {
+    let h = Harness::with_paused_tier("200 OK", PAUSED_LIMIT).await;
+    let spec = ContainerSpec {
+        name: h.rt.container_name(),
+        image: "app:1".into(),
+        port: 8080,
+        env: vec![],
+        labels: h.rt.labels(),
+        init: false,
+        options: Default::default(),
+    };
+    let id = h.engine.create(&spec).await.unwrap();
+    h.engine.start(&id).await.unwrap();
+    h.engine.pause(&id).await.unwrap();
+    // The engine lists a paused container as not running.
+    h.rt.adopt(&id, false).await;
+    assert_eq!(h.rt.state().name(), "paused");
+    h.request().await.unwrap();
+    assert_eq!((h.fake.calls(Call::Start), h.fake.calls(Call::Unpause)), (1, 1), "unpaused, not started again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn paused_memory_over_the_budget_stops_the_paused_container() {
+    // The fake engine reports 1 MiB per container.
+    for (budget, stopped) in [(512 * 1024, true), (2 << 20, false)] {
+        let h = Harness::with_paused_tier("200 OK", PAUSED_LIMIT).await;
+        h.watch_engine_with_budget(budget);
+        tokio::spawn(reaper::run(h.rt.clone()));
+        h.request().await.unwrap();
+        let id = h.rt.container_id().unwrap();
+        tokio::time::sleep(IDLE + Duration::from_secs(1)).await;
+        h.fake.wait_calls(Call::Stats, 1).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let c = h.fake.container(&id).unwrap();
+        let expected = if stopped { ("stopped", false) } else { ("paused", true) };
+        assert_eq!((h.rt.state().name(), c.running), expected, "budget {budget}");
+    }
 }
