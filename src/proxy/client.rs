@@ -32,6 +32,9 @@ pub enum SendError {
     Http(#[from] hyper::Error),
 }
 
+/// How long a request waits for an idle connection that is not ready yet.
+const READY_WAIT: Duration = Duration::from_millis(50);
+
 struct IdleSender<B> {
     sender: SendRequest<B>,
     since: Instant,
@@ -78,8 +81,10 @@ where
     ) -> Result<(Response<Incoming>, Lease<B>), SendError> {
         loop {
             let Some(mut sender) = self.checkout(authority) else { break };
-            if sender.ready().await.is_err() {
-                continue; // the upstream closed it while idle
+            // Ready at once, or within moments of its last response; one still busy (say,
+            // with the rest of an earlier request's body) or closed is let go.
+            if !sender.is_ready() && !matches!(tokio::time::timeout(READY_WAIT, sender.ready()).await, Ok(Ok(()))) {
+                continue;
             }
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, self.lease(authority, sender))),
