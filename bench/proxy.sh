@@ -47,7 +47,7 @@ bench_boost_self
 
 # Processes this script starts besides the ones lib.sh cleans up (upstream nginx, haproxy).
 EXTRA_PIDS=()
-stop_extra() { local p; for p in "${EXTRA_PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; return 0; }
+stop_extra() { local p; for p in "${EXTRA_PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; return 0; }
 trap 'rc=$?; stop_extra; (exit $rc); bench_cleanup' EXIT
 
 # --- upstream ---------------------------------------------------------------------
