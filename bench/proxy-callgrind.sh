@@ -18,25 +18,7 @@ apt_install valgrind valgrind
 command -v callgrind_annotate >/dev/null || die "callgrind_annotate missing (Debian package valgrind)"
 
 UP_PORT=$(free_port)
-ND="$BENCH_TMP/nginx"; mkdir -p "$ND/tmp" "$ND/logs" "$ND/html"
-printf 'hello, berth\n' >"$ND/html/index.html"
-chmod o+x "$BENCH_TMP" "$ND"; chmod -R o+rX "$ND/html"
-cat >"$ND/nginx.conf" <<CONF
-worker_processes 1;
-pid $ND/nginx.pid;
-error_log $ND/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $ND/tmp/body;
-    proxy_temp_path $ND/tmp/proxy;
-    fastcgi_temp_path $ND/tmp/fastcgi;
-    uwsgi_temp_path $ND/tmp/uwsgi;
-    scgi_temp_path $ND/tmp/scgi;
-    keepalive_requests 1000000;
-    server { listen 127.0.0.1:$UP_PORT; location / { root $ND/html; } }
-}
-CONF
+static_upstream_conf "$BENCH_TMP/nginx" "$UP_PORT" 'hello, berth'
 start_private_nginx
 wait_http "http://127.0.0.1:$UP_PORT/index.html" 10 || die "upstream nginx not answering"
 

@@ -53,28 +53,8 @@ trap 'rc=$?; stop_extra; (exit $rc); bench_cleanup' EXIT
 # --- upstream ---------------------------------------------------------------------
 if [ "${UPSTREAM:-host}" = host ]; then
   UP_PORT=$(free_port)
-  UD="$BENCH_TMP/upstream"; mkdir -p "$UD/tmp" "$UD/logs" "$UD/html"
-  printf 'hello, berth\n' >"$UD/html/index.html"
-  chmod o+x "$BENCH_TMP" "$UD"; chmod -R o+rX "$UD/html"   # nginx workers run as www-data
-  cat >"$UD/nginx.conf" <<CONF
-worker_processes 1;
-pid $UD/nginx.pid;
-error_log $UD/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $UD/tmp/body;
-    proxy_temp_path $UD/tmp/proxy;
-    fastcgi_temp_path $UD/tmp/fastcgi;
-    uwsgi_temp_path $UD/tmp/uwsgi;
-    scgi_temp_path $UD/tmp/scgi;
-    keepalive_requests 1000000;
-    server {
-        listen 127.0.0.1:$UP_PORT;
-        location / { root $UD/html; index index.html; }
-    }
-}
-CONF
+  UD="$BENCH_TMP/upstream"
+  static_upstream_conf "$UD" "$UP_PORT" 'hello, berth'
   nginx -p "$UD" -c "$UD/nginx.conf" -e "$UD/logs/error.log" -g 'daemon off;' >"$UD/logs/stdout.log" 2>&1 &
   EXTRA_PIDS+=($!)
   wait_http "http://127.0.0.1:$UP_PORT/" 10 || die "upstream nginx not answering"
@@ -196,15 +176,6 @@ done
 
 # --- load ------------------------------------------------------------------------
 CLK_TCK=$(getconf CLK_TCK)
-cpu_ticks() { # total utime+stime of the listed pids
-  local sum=0 p f
-  for p in "$@"; do
-    [ -r "/proc/$p/stat" ] || continue
-    f=$(sed 's/^.*) //' "/proc/$p/stat")      # fields from 3 on
-    set -- $f; sum=$(( sum + ${12} + ${13} )) # utime=14, stime=15
-  done
-  echo "$sum"
-}
 proxy_pids() {
   case "$1" in
     nginx) pgrep -P "$NGINX_PID" || true ;;
