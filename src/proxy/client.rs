@@ -35,6 +35,81 @@ pub enum SendError {
 /// How long a request waits for an idle connection that is not ready yet.
 const READY_WAIT: Duration = Duration::from_millis(50);
 
+/// A connection idle at least this long may be closed by the upstream (its keep-alive timeout,
+/// or an app woken from pause) just as a request goes out on it: a request without a body is
+/// then sent again once, on a fresh connection. Connections reused sooner (under load) are
+/// not prepared for that, so the hot path copies nothing.
+const RESEND_IF_IDLE: Duration = Duration::from_secs(1);
+
+/// A request body that can say whether the request may be sent again: only a request that
+/// has no body (nothing of it was consumed by the failed attempt).
+pub trait Resendable: Sized {
+    /// An empty body to send the request again with; `None` when the request has a body.
+    fn resend(&self) -> Option<Self>;
+}
+
+/// What the proxy sends upstream: the client's streamed body, or none (a request without a
+/// body, which may be sent again on a fresh connection).
+pub enum UpstreamBody {
+    Streamed(Incoming),
+    Empty,
+}
+
+impl UpstreamBody {
+    pub fn new(body: Incoming) -> UpstreamBody {
+        if body.is_end_stream() {
+            UpstreamBody::Empty
+        } else {
+            UpstreamBody::Streamed(body)
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Streamed(body) => Pin::new(body).poll_frame(cx),
+            UpstreamBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Streamed(body) => body.is_end_stream(),
+            UpstreamBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Streamed(body) => body.size_hint(),
+            UpstreamBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+impl Resendable for UpstreamBody {
+    fn resend(&self) -> Option<Self> {
+        matches!(self, UpstreamBody::Empty).then_some(UpstreamBody::Empty)
+    }
+}
+
+/// A copy of a safe request without a body, to send it again.
+fn resend_copy<B: Resendable>(req: &Request<B>) -> Option<Request<B>> {
+    if !matches!(*req.method(), http::Method::GET | http::Method::HEAD | http::Method::OPTIONS) {
+        return None;
+    }
+    let mut copy = Request::new(req.body().resend()?);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
 struct IdleSender<B> {
     sender: SendRequest<B>,
     since: Instant,
@@ -42,7 +117,7 @@ struct IdleSender<B> {
 
 /// Idle HTTP/1.1 senders, per upstream authority, most recently used last. Keyed by the
 /// authority's text: `Authority`'s own hash lowercases and hashes it byte by byte.
-pub struct Pool<B = Incoming> {
+pub struct Pool<B = UpstreamBody> {
     idle: Mutex<HashMap<Box<str>, VecDeque<IdleSender<B>>>>,
     max_idle_per_host: usize,
     idle_timeout: Duration,
@@ -51,7 +126,7 @@ pub struct Pool<B = Incoming> {
 
 /// A connection's sender while a response is in flight; goes back to the pool when the
 /// response body ends.
-pub struct Lease<B = Incoming> {
+pub struct Lease<B = UpstreamBody> {
     pool: Arc<Pool<B>>,
     authority: Authority,
     sender: SendRequest<B>,
@@ -59,7 +134,7 @@ pub struct Lease<B = Incoming> {
 
 impl<B> Pool<B>
 where
-    B: Body + Send + 'static,
+    B: Body + Resendable + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -73,24 +148,34 @@ where
     }
 
     /// Sends `req` (origin-form URI, `Host` set) to `authority` on an idle connection or a
-    /// new one. Returns the response and the lease of its connection.
+    /// new one. Returns the response and the lease of its connection. A safe request without
+    /// a body that went out on a long-idle connection which then closed without answering is
+    /// sent again once, on a new connection (see [`RESEND_IF_IDLE`]).
     pub async fn send(
         self: &Arc<Self>,
         authority: &Authority,
         mut req: Request<B>,
     ) -> Result<(Response<Incoming>, Lease<B>), SendError> {
         loop {
-            let Some(mut sender) = self.checkout(authority) else { break };
+            let Some((mut sender, idle_for)) = self.checkout(authority) else { break };
             // Ready at once, or within moments of its last response; one still busy (say,
             // with the rest of an earlier request's body) or closed is let go.
             if !sender.is_ready() && !matches!(tokio::time::timeout(READY_WAIT, sender.ready()).await, Ok(Ok(()))) {
                 continue;
             }
+            let again = if idle_for >= RESEND_IF_IDLE { resend_copy(&req) } else { None };
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, self.lease(authority, sender))),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => req = unsent, // closed before the request went out: next one
-                    None => return Err(e.into_error().into()),
+                Err(mut e) => match (e.take_message(), again) {
+                    (Some(unsent), _) => req = unsent, // closed before the request went out: next one
+                    (None, Some(again)) if closed_unanswered(e.error()) => {
+                        tracing::debug!("upstream {authority} closed an idle connection unanswered; sending again");
+                        // The other idle connections are as old: let them go too.
+                        self.idle.lock().expect("pool lock").remove(authority.as_str());
+                        req = again;
+                        break;
+                    }
+                    (None, _) => return Err(e.into_error().into()),
                 },
             }
         }
@@ -103,12 +188,14 @@ where
         Lease { pool: self.clone(), authority: authority.clone(), sender }
     }
 
-    fn checkout(&self, authority: &Authority) -> Option<SendRequest<B>> {
+    /// The most recently used idle sender and how long it was idle.
+    fn checkout(&self, authority: &Authority) -> Option<(SendRequest<B>, Duration)> {
         let mut idle = self.idle.lock().expect("pool lock");
         let senders = idle.get_mut(authority.as_str())?;
         while let Some(idle) = senders.pop_back() {
-            if !idle.sender.is_closed() && idle.since.elapsed() < self.idle_timeout {
-                return Some(idle.sender);
+            let idle_for = idle.since.elapsed();
+            if !idle.sender.is_closed() && idle_for < self.idle_timeout {
+                return Some((idle.sender, idle_for));
             }
         }
         None
@@ -150,6 +237,11 @@ impl<B> Pool<B> {
     }
 }
 
+/// The connection closed (or its task ended) before any response to a request sent on it.
+fn closed_unanswered(e: &hyper::Error) -> bool {
+    e.is_incomplete_message() || e.is_canceled()
+}
+
 async fn reap_idle<B>(pool: Weak<Pool<B>>, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
@@ -164,7 +256,7 @@ async fn reap_idle<B>(pool: Weak<Pool<B>>, every: Duration) {
 
 /// A response body from a pooled connection: when it ends, the connection's sender goes
 /// back to the pool; when it is dropped before its end, the connection is closed with it.
-pub struct PooledBody<B = Incoming> {
+pub struct PooledBody<B = UpstreamBody> {
     inner: Incoming,
     lease: Option<Lease<B>>,
 }
@@ -244,6 +336,64 @@ mod tests {
             }
         });
         (addr.to_string().parse().unwrap(), accepted)
+    }
+
+    impl Resendable for Empty<Bytes> {
+        fn resend(&self) -> Option<Self> {
+            Some(Empty::new())
+        }
+    }
+
+    /// An upstream that answers the first request on each connection and closes the
+    /// connection unanswered on the next one (a keep-alive timeout racing a request).
+    async fn closes_reused_connections() -> (Authority, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut seen = Vec::new();
+                    let mut answered = false;
+                    while let Ok(n) = sock.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        if seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                            if answered {
+                                return; // closed without an answer
+                            }
+                            answered = true;
+                            seen.clear();
+                            let _ = sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello").await;
+                        }
+                    }
+                });
+            }
+        });
+        (addr.to_string().parse().unwrap(), accepted)
+    }
+
+    #[tokio::test]
+    async fn a_safe_request_on_a_long_idle_connection_closed_unanswered_is_sent_again() {
+        let (authority, accepted) = closes_reused_connections().await;
+        let pool = Pool::new(4, Duration::from_secs(60), Duration::from_secs(5));
+        assert_eq!(fetch(&pool, &authority).await, "hello");
+        tokio::time::sleep(RESEND_IF_IDLE + Duration::from_millis(100)).await;
+        assert_eq!(fetch(&pool, &authority).await, "hello", "sent again on a new connection");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+
+        // Not a safe method: the failure is reported, not retried.
+        tokio::time::sleep(RESEND_IF_IDLE + Duration::from_millis(100)).await;
+        let post = Request::post("/").header("host", authority.as_str()).body(Empty::new()).unwrap();
+        let Err(err) = pool.send(&authority, post).await else { panic!("a closed connection answered") };
+        assert!(err.to_string().contains("connection closed before message completed"), "{err}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
     fn get(authority: &Authority) -> Request<Empty<Bytes>> {

@@ -177,13 +177,16 @@ impl Proxy {
             h.insert(header::UPGRADE, proto.clone());
         }
 
-        let req = Request::from_parts(parts, body);
         let request = async {
             if https {
-                self.https.request(req).await.map(|resp| (resp, None)).map_err(|e| crate::errors::with_causes(&e))
+                self.https
+                    .request(Request::from_parts(parts, body))
+                    .await
+                    .map(|resp| (resp, None))
+                    .map_err(|e| crate::errors::with_causes(&e))
             } else {
                 self.http
-                    .send(&target.authority, req)
+                    .send(&target.authority, Request::from_parts(parts, client::UpstreamBody::new(body)))
                     .await
                     .map(|(resp, lease)| (resp, Some(lease)))
                     .map_err(|e| crate::errors::with_causes(&e))
