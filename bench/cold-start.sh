@@ -29,11 +29,14 @@
 # wake from paused (the /benchp and /stp containers, paused by berth itself after
 # 1 s idle, seen as "paused" in `berth app list --format json`):
 #   unpause    Engine API unpause (POST /v1.41/containers/<id>/unpause) + the
-#              no-sleep curl loop on the container's published port (an unpause
-#              keeps the port; it is read before t0). Afterwards the script waits
-#              until berth pauses the container again (or pauses it through the
-#              Engine API after 5 s; berth follows the engine's pause events).
-#   wake       t0; one curl through berth.
+#              no-sleep curl loop on its fixed 127.0.0.1 port, then paused again
+#              (untimed), on a script-owned "shadow" copy of berth's container
+#              (same image, env, init and container port). Not berth's own
+#              container: berth re-pauses that one at once after an unpause it
+#              did not make (its idle clock is older than idle_shutdown_secs).
+#   wake       berth's own container, paused by berth (if berth has not paused
+#              it within 10 s, the script pauses it through the Engine API);
+#              t0; one curl through berth.
 # Prints medians and PASS/FAIL per target of issue 8:
 #   berth wake from paused < 40 ms;  berth start from stopped within 10 ms of the
 #   Engine API start + curl loop.
@@ -109,22 +112,30 @@ stop_app_container() { # stop_app_container KEY
   wait_state "$1" stopped 30 || die "berth does not report $1 stopped 30 s after docker stop"
   sleep 0.2   # let berth settle after the die event
 }
-ensure_paused() { # ensure_paused KEY : berth paused it (idle 1 s); if not within 5 s, pause via the Engine API
-  wait_state "$1" paused 5 && { sleep 0.2; return 0; }
+ensure_paused() { # ensure_paused KEY : berth paused it (idle 1 s); if not within 10 s, pause via the Engine API
+  wait_state "$1" paused 10 && { sleep 0.2; return 0; }
   local c; c=$(api POST "/containers/${A_CID[$1]}/pause")
   [ "$c" = 204 ] || log "note: Engine API pause of $1 answered $c"
   wait_state "$1" paused 30 || die "berth does not report $1 paused (state '$(app_field "${A_PATH[$1]}" state)')"
   sleep 0.2
 }
 
-# curl loop until 200, bounded; prints the number of attempts
+# curl loop until 200, bounded; prints the number of attempts; the codes of
+# non-200 answers (000: no connection) are appended to $BENCH_TMP/non200
 curl_until_200() {
-  local url=$1 n=0 deadline=$(( SECONDS + 30 ))
+  local url=$1 n=0 c deadline=$(( SECONDS + 30 ))
   while (( SECONDS < deadline )); do
     n=$((n + 1))
-    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$url" || true)" = 200 ] && { echo "$n"; return 0; }
+    c=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$url" || true)
+    [ "$c" = 200 ] && { echo "$n"; return 0; }
+    echo "$c" >>"$BENCH_TMP/non200"
   done
   return 1
+}
+non200_codes() { # the non-200 codes since the last call, e.g. "503 502"
+  [ -f "$BENCH_TMP/non200" ] || return 0
+  sort "$BENCH_TMP/non200" | uniq -c | awk '{printf "%s%s x%s", (NR>1?", ":""), $2, $1}'
+  rm -f "$BENCH_TMP/non200"
 }
 
 declare -A R      # R[KEY.kind] = space-separated ms values
@@ -168,28 +179,52 @@ run_berth_start() { # run_berth_start ROUND KEY
   stop_app_container "$2"
   local t0 n
   t0=$(now_ms)
+  rm -f "$BENCH_TMP/non200"
   n=$(curl_until_200 "${A_URL[$2]}") || die "$2 berth: no 200 within 30 s"
   record "$2.berth" "$(ms_since "$t0")"
-  log "$(printf 'round %d %-5s berth  start:   %7.1f ms (%d curl%s)' "$1" "$2" "${R[$2.berth]##* }" "$n" "$([ "$n" = 1 ] && echo "" || echo "s: berth answered non-200 first")")"
+  log "$(printf 'round %d %-5s berth  start:   %7.1f ms (%d curl%s)' "$1" "$2" "${R[$2.berth]##* }" "$n" "$([ "$n" = 1 ] && echo "" || echo "s: berth answered $(non200_codes) first")")"
   [ "$n" = 1 ] || BERTH_NON200=1
 }
-run_unpause_baseline() { # run_unpause_baseline ROUND KEY
-  local key=$2 cid=${A_CID[$2]} port t0 n
-  ensure_paused "$key"
-  port=$(published_port "$cid"); [ -n "$port" ] || die "$key unpause: no published port for $cid"
+# shadow_container KEY : a script-owned copy of KEY's container (same image, env,
+# init and container port; a fixed 127.0.0.1 port), started, answering 200, then
+# paused through the Engine API. berth does not know it, so an external unpause
+# of it is not raced by berth's idle timer (berth re-pauses its own container at
+# once after an unpause it did not make: it was idle for longer than 1 s).
+declare -A S_CID S_PORT
+shadow_container() {
+  local key=$1 cid=${A_CID[$1]} image cport init env_args=() e port
+  image=$(docker inspect -f '{{.Image}}' "$cid")
+  cport=$(docker inspect -f '{{range $p, $b := .HostConfig.PortBindings}}{{$p}} {{end}}' "$cid" | awk '{print $1}')
+  init=$(docker inspect -f '{{.HostConfig.Init}}' "$cid")
+  while IFS= read -r e; do [ -n "$e" ] && env_args+=(-e "$e"); done \
+    < <(docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$cid")
+  port=$(free_port)
+  S_CID[$key]=$(docker create --name "berth-bench-cold-$key-$$" $([ "$init" = true ] && echo --init) \
+                  "${env_args[@]}" -p "127.0.0.1:$port:$cport" "$image")
+  CREATED_CONTAINERS+=("${S_CID[$key]}"); S_PORT[$key]=$port
+  docker start "${S_CID[$key]}" >/dev/null
+  curl_until_200 "http://127.0.0.1:$port${A_HEALTH[$key]}" >/dev/null || die "$key shadow container: no 200 within 30 s"
+  [ "$(api POST "/containers/${S_CID[$key]}/pause")" = 204 ] || die "Engine API pause of the $key shadow container failed"
+  log "$key: shadow container ${S_CID[$key]:0:12} (image ${image:7:12}, port 127.0.0.1:$port->$cport) paused"
+}
+run_unpause_baseline() { # run_unpause_baseline ROUND KEY : on the shadow container
+  local key=$2 cid=${S_CID[$2]} t0 n
   t0=$(now_ms)
   [ "$(api POST "/containers/$cid/unpause")" = 204 ] || die "Engine API unpause of $cid failed"
-  n=$(curl_until_200 "http://127.0.0.1:$port${A_HEALTH[$key]}") || die "$key unpause: no 200 within 30 s"
+  n=$(curl_until_200 "http://127.0.0.1:${S_PORT[$key]}${A_HEALTH[$key]}") || die "$key unpause: no 200 within 30 s"
   record "$key.unpause" "$(ms_since "$t0")"
   log "$(printf 'round %d %-5s api    unpause: %7.1f ms (%d curl attempts)' "$1" "$key" "${R[$key.unpause]##* }" "$n")"
+  [ "$(api POST "/containers/$cid/pause")" = 204 ] || die "Engine API pause of $cid failed"
+  sleep 0.2
 }
 run_berth_wake() { # run_berth_wake ROUND KEY
   ensure_paused "$2"
   local t0 n
   t0=$(now_ms)
+  rm -f "$BENCH_TMP/non200"
   n=$(curl_until_200 "${A_URL[$2]}") || die "$2 berth wake: no 200 within 30 s"
   record "$2.wake" "$(ms_since "$t0")"
-  log "$(printf 'round %d %-5s berth  wake:    %7.1f ms (%d curl%s)' "$1" "$2" "${R[$2.wake]##* }" "$n" "$([ "$n" = 1 ] && echo "" || echo "s: berth answered non-200 first")")"
+  log "$(printf 'round %d %-5s berth  wake:    %7.1f ms (%d curl%s)' "$1" "$2" "${R[$2.wake]##* }" "$n" "$([ "$n" = 1 ] && echo "" || echo "s: berth answered $(non200_codes) first")")"
   [ "$n" = 1 ] || BERTH_NON200=1
 }
 
@@ -202,6 +237,7 @@ if [ "$STREAMLIT" = 1 ]; then
   add_app stp "$STREAMLIT_SRC" /stp /stp/_stcore/health --spec python-streamlit --approve --conf container.idle_shutdown_secs=1
   KEYS_STOP+=(st); KEYS_PAUSE+=(stp)
 fi
+for k in "${KEYS_PAUSE[@]}"; do shadow_container "$k"; done
 
 FIXED_PORT=$(free_port)
 FIXED=$(docker create --name "berth-bench-cold-$$" -p "127.0.0.1:$FIXED_PORT:80" "$BENCH_IMAGE")
