@@ -285,6 +285,14 @@ if [ "$STREAMLIT" = 1 ]; then
   row "Engine API unpause + curl loop" stp.unpause
   row "berth: one curl via berth" stp.wake
 fi
+# berth's own view from its log: how long its engine unpause call took, and the
+# container start to ready (first requests included)
+log_took_ms() { grep -a "$1" "$BENCH_TMP/berth-server.log" | grep -o 'took_ms=[0-9]*' | cut -d= -f2 | tr '\n' ' '; }
+UNPAUSE_TOOK=$(log_took_ms 'container unpaused'); READY_TOOK=$(log_took_ms 'container ready')
+# shellcheck disable=SC2086
+[ -z "$UNPAUSE_TOOK" ] || printf '%-44s %10s   %s\n' "(berth log: engine unpause call took)" "$(median $UNPAUSE_TOOK)" "$UNPAUSE_TOOK"
+# shellcheck disable=SC2086
+[ -z "$READY_TOOK" ] || printf '%-44s %10s   %s\n' "(berth log: start to ready took, all apps)" "$(median $READY_TOOK)" "$READY_TOOK"
 for k in "${!A_FIRST[@]}"; do echo "first request through berth ($k, create$([ "${A_HEALTH[$k]}" = / ] || echo " + build") + start): ${A_FIRST[$k]} ms"; done | sort
 [ -n "${BERTH_NON200:-}" ] && echo "NOTE: berth answered non-200 on some requests (see log lines above)"
 echo "$QUIET_NOTE"
