@@ -121,14 +121,16 @@ ensure_paused() { # ensure_paused KEY : berth paused it (idle 1 s); if not withi
 }
 
 # curl loop until 200, bounded; prints the number of attempts; the codes of
-# non-200 answers (000: no connection) are appended to $BENCH_TMP/non200
+# non-200 answers (000: no connection) are appended to $BENCH_TMP/non200, and an
+# HTTP answer other than 200 is logged with the start of its body
 curl_until_200() {
   local url=$1 n=0 c deadline=$(( SECONDS + 30 ))
   while (( SECONDS < deadline )); do
     n=$((n + 1))
-    c=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$url" || true)
+    c=$(curl -s -o "$BENCH_TMP/body" -w '%{http_code}' --max-time 10 "$url" || true)
     [ "$c" = 200 ] && { echo "$n"; return 0; }
     echo "$c" >>"$BENCH_TMP/non200"
+    [ "$c" = 000 ] || log "  $url answered $c: $(head -c 300 "$BENCH_TMP/body" 2>/dev/null | tr '\n' ' ')"
   done
   return 1
 }
