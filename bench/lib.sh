@@ -267,6 +267,35 @@ cpu_ticks() {
   echo "$sum"
 }
 
+# static_upstream_conf DIR PORT BODY : writes DIR/nginx.conf for an nginx (1 worker, running as
+# this user so it can read the private temp folder) that serves BODY as DIR/html/index.html on
+# 127.0.0.1:PORT, access log off, long keep-alive: the cheapest upstream the proxy benches use.
+static_upstream_conf() {
+  local d=$1 port=$2
+  mkdir -p "$d/tmp" "$d/logs" "$d/html"
+  printf '%s\n' "$3" >"$d/html/index.html"
+  cat >"$d/nginx.conf" <<CONF
+user $(id -un) $(id -gn);
+worker_processes 1;
+pid $d/nginx.pid;
+error_log $d/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $d/tmp/body;
+    proxy_temp_path $d/tmp/proxy;
+    fastcgi_temp_path $d/tmp/fastcgi;
+    uwsgi_temp_path $d/tmp/uwsgi;
+    scgi_temp_path $d/tmp/scgi;
+    server {
+        listen 127.0.0.1:$port;
+        location / { root $d/html; index index.html; }
+    }
+}
+CONF
+}
+
 # create_app_from SOURCE PATH ARGS... : like create_app, with a source (a folder or
 # git URL) instead of `-`; sets APP_ID, records it for cleanup
 create_app_from() {

@@ -1,28 +1,32 @@
 #!/usr/bin/env bash
-# bench/proxy.sh — reverse-proxy overhead of berth vs. direct and vs. nginx.
+# bench/proxy.sh — reverse-proxy overhead of berth vs. direct, nginx and haproxy.
 #
-# One nginx container (image berth-bench-static, 13-byte index.html, access log
-# off) published on 127.0.0.1. In ONE run, wrk loads, one after another:
-#   direct       http://127.0.0.1:<container port>/
-#   nginx        a private nginx reverse proxy (upstream keepalive) to that port
-#   berth        berth proxy app  /bench        -> same container port (primary)
-#   berth-image  berth image app  /bench-image  -> a berth-started container of the same image
-#   berth-https  the proxy app through berth's HTTPS listener (if it answers)
-# and prints req/s, p50/p99 latency, proxy CPU per request, and the ratio line.
+# The upstream is a private nginx on 127.0.0.1 (1 worker, 13-byte index.html,
+# access log off), as in issue 8; UPSTREAM=container uses a published nginx
+# container instead (then every target also pays Docker's docker-proxy).
+# In ONE run, wrk loads, one after another:
+#   direct       http://127.0.0.1:<upstream port>/
+#   nginx        a private nginx reverse proxy (2 workers, upstream keepalive) to that port
+#   haproxy      a private haproxy (2 threads, http-reuse always) to that port
+#   berth        berth proxy app  /bench        -> same upstream port (primary)
+#   berth-image  berth image app  /bench-image  -> a berth-started container (IMAGE=1)
+#   berth-https  the proxy app through berth's HTTPS listener (HTTPS=1)
+# and prints req/s, p50/p99 latency, proxy CPU per request, and the ratio lines.
 #
-# Two phases per target: load (wrk -tTHREADS -cCONNS, throughput + p99 under
-# saturation) and latency (wrk -t1 -c1, p99 of one request at a time; the
-# "p99 within 0.5 ms of direct" target is judged on this phase because at
-# saturation p99 is dominated by queueing on the 2 shared cores).
+# Phases per target: load at each of CONNS_LIST (wrk -tTHREADS -cN: throughput,
+# p99 under saturation, CPU per request) and latency (wrk -t1 -c1, p99 of one
+# request at a time).
+# Targets (issue 8): at 32 and 64 connections berth req/s >= 1.2x nginx's,
+# p99 <= nginx's, CPU per request <= nginx's (judged on medians of rounds).
 # Rounds are interleaved (direct, nginx, berth, ... then again). Background load
 # on this shared machine only ever makes a round slower, so the primary figure
 # per target is its BEST round (highest req/s, lowest p99); medians are shown
 # next to them. CPU time per request of the proxy process(es) is the most
 # noise-robust efficiency figure.
-# Env: DURATION=3s WARMUP=1s THREADS=2 CONNS=50 LAT_DURATION=2s ROUNDS=4
-#      SKIP_BERTH=1 (baselines only)  HTTPS=0 (skip HTTPS)  KEEP_TMP=1 (keep logs)
+# Env: DURATION=3s WARMUP=1s THREADS=2 CONNS_LIST="32 64" LAT_DURATION=2s ROUNDS=4
+#      SKIP_BERTH=1 (baselines only)  HTTPS=1 / IMAGE=1 (add those targets)
+#      UPSTREAM=host|container  KEEP_TMP=1 (keep logs)
 #      BERTH_REBUILD=1 (cargo build even if the binary exists)
-# Targets: berth throughput >= nginx; berth p99 <= direct p99 + 0.5 ms.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap bench_cleanup EXIT
@@ -31,29 +35,45 @@ trap 'exit 130' INT TERM
 DURATION=${DURATION:-3s}
 WARMUP=${WARMUP:-1s}
 THREADS=${THREADS:-2}
-CONNS=${CONNS:-50}
+CONNS_LIST=${CONNS_LIST:-${CONNS:-32 64}}
 ROUNDS=${ROUNDS:-4}
 LAT_DURATION=${LAT_DURATION:-2s}
 EXPECTED_BODY='hello, berth'
 
 bench_require_tools wrk nginx
+apt_install haproxy haproxy
 bench_boost_self
-bench_build_image
+[ "${UPSTREAM:-host}" = host ] && [ "${IMAGE:-0}" != 1 ] || bench_build_image
 
-# --- upstream container --------------------------------------------------------
-UP=$(docker run -d --name "berth-bench-up-$$" -p 127.0.0.1::80 "$BENCH_IMAGE")
-CREATED_CONTAINERS+=("$UP")
-UP_PORT=$(docker port "$UP" 80/tcp | sed -n 's/^127\.0\.0\.1:\([0-9]*\)$/\1/p' | head -1)
-[ -n "$UP_PORT" ] || die "container has no 127.0.0.1 port"
-wait_http "http://127.0.0.1:$UP_PORT/" 20 || die "upstream container not answering"
-boost_container "$UP" "$UP_PORT"
-log "upstream container ${UP:0:12} on 127.0.0.1:$UP_PORT"
+# Processes this script starts besides the ones lib.sh cleans up (upstream nginx, haproxy).
+EXTRA_PIDS=()
+stop_extra() { local p; for p in "${EXTRA_PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; return 0; }
+trap 'rc=$?; stop_extra; (exit $rc); bench_cleanup' EXIT
+
+# --- upstream ---------------------------------------------------------------------
+if [ "${UPSTREAM:-host}" = host ]; then
+  UP_PORT=$(free_port)
+  UD="$BENCH_TMP/upstream"
+  static_upstream_conf "$UD" "$UP_PORT" 'hello, berth'
+  nginx -p "$UD" -c "$UD/nginx.conf" -e "$UD/logs/error.log" -g 'daemon off;' >"$UD/logs/stdout.log" 2>&1 &
+  EXTRA_PIDS+=($!)
+  wait_http "http://127.0.0.1:$UP_PORT/" 10 || die "upstream nginx not answering"
+  log "upstream: private nginx (1 worker) on 127.0.0.1:$UP_PORT"
+else
+  UP=$(docker run -d --name "berth-bench-up-$$" -p 127.0.0.1::80 "$BENCH_IMAGE")
+  CREATED_CONTAINERS+=("$UP")
+  UP_PORT=$(docker port "$UP" 80/tcp | sed -n 's/^127\.0\.0\.1:\([0-9]*\)$/\1/p' | head -1)
+  [ -n "$UP_PORT" ] || die "container has no 127.0.0.1 port"
+  wait_http "http://127.0.0.1:$UP_PORT/" 20 || die "upstream container not answering"
+  boost_container "$UP" "$UP_PORT"
+  log "upstream container ${UP:0:12} on 127.0.0.1:$UP_PORT"
+fi
 
 # --- private nginx reverse proxy ------------------------------------------------
 NGINX_PORT=$(free_port)
 ND="$BENCH_TMP/nginx"; mkdir -p "$ND/tmp" "$ND/logs"
 cat >"$ND/nginx.conf" <<CONF
-worker_processes auto;
+worker_processes 2;
 pid $ND/nginx.pid;
 error_log $ND/logs/error.log warn;
 events { worker_connections 4096; }
@@ -64,9 +84,11 @@ http {
     fastcgi_temp_path $ND/tmp/fastcgi;
     uwsgi_temp_path $ND/tmp/uwsgi;
     scgi_temp_path $ND/tmp/scgi;
+    keepalive_requests 1000000;
     upstream bench_up {
         server 127.0.0.1:$UP_PORT;
         keepalive 64;
+        keepalive_requests 1000000;
     }
     server {
         listen 127.0.0.1:$NGINX_PORT;
@@ -82,9 +104,37 @@ start_private_nginx
 wait_http "http://127.0.0.1:$NGINX_PORT/bench/" 10 || die "private nginx not answering"
 log "private nginx (pid $NGINX_PID) on 127.0.0.1:$NGINX_PORT"
 
+# --- private haproxy ------------------------------------------------------------
+HAPROXY_PORT=$(free_port)
+HD="$BENCH_TMP/haproxy"; mkdir -p "$HD"
+cat >"$HD/haproxy.cfg" <<CONF
+global
+    nbthread 2
+    maxconn 8192
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    option http-keep-alive
+    http-reuse always
+frontend bench_fe
+    bind 127.0.0.1:$HAPROXY_PORT
+    default_backend bench_be
+backend bench_be
+    http-request replace-path ^/bench(/.*)\$ \1
+    server up 127.0.0.1:$UP_PORT
+CONF
+haproxy -c -f "$HD/haproxy.cfg" >"$HD/check.log" 2>&1 || { cat "$HD/check.log" >&2; die "haproxy config invalid"; }
+haproxy -db -f "$HD/haproxy.cfg" >"$HD/haproxy.log" 2>&1 &
+HAPROXY_PID=$!; EXTRA_PIDS+=("$HAPROXY_PID")
+wait_http "http://127.0.0.1:$HAPROXY_PORT/bench/" 10 || { cat "$HD/haproxy.log" >&2; die "private haproxy not answering"; }
+log "private haproxy (pid $HAPROXY_PID, $(haproxy -v | head -1 | awk '{print $3}')) on 127.0.0.1:$HAPROXY_PORT"
+
 # --- berth ----------------------------------------------------------------------
-TARGETS=(direct nginx)
-declare -A URL=( [direct]="http://127.0.0.1:$UP_PORT/" [nginx]="http://127.0.0.1:$NGINX_PORT/bench/" )
+TARGETS=(direct nginx haproxy)
+declare -A URL=( [direct]="http://127.0.0.1:$UP_PORT/" [nginx]="http://127.0.0.1:$NGINX_PORT/bench/"
+                 [haproxy]="http://127.0.0.1:$HAPROXY_PORT/bench/" )
 if [ "${SKIP_BERTH:-0}" != 1 ]; then
   bench_ensure_berth
   start_berth
@@ -92,6 +142,7 @@ if [ "${SKIP_BERTH:-0}" != 1 ]; then
   URL[berth]="http://127.0.0.1:$BERTH_HTTP_PORT/bench/"
   wait_http "${URL[berth]}" 15 || { curl -si "${URL[berth]}" >&2 || true; die "berth proxy app does not answer 200"; }
   TARGETS+=(berth)
+  if [ "${IMAGE:-0}" = 1 ]; then
   create_app /bench-image --spec image --approve --param "image=$BENCH_IMAGE" --param port=80
   URL[berth-image]="http://127.0.0.1:$BERTH_HTTP_PORT/bench-image/"
   t0=$(now_ms)
@@ -105,7 +156,8 @@ if [ "${SKIP_BERTH:-0}" != 1 ]; then
     log "WARNING: berth image app did not answer 200 within 60 s; skipping it"
     curl -si --max-time 5 "${URL[berth-image]}" >&2 || true
   fi
-  if [ "${HTTPS:-1}" = 1 ]; then
+  fi
+  if [ "${HTTPS:-0}" = 1 ]; then
     URL[berth-https]="https://127.0.0.1:$BERTH_HTTPS_PORT/bench/"
     if wait_http "${URL[berth-https]}" 5; then
       TARGETS+=(berth-https)
@@ -124,29 +176,21 @@ done
 
 # --- load ------------------------------------------------------------------------
 CLK_TCK=$(getconf CLK_TCK)
-cpu_ticks() { # total utime+stime of the listed pids
-  local sum=0 p f
-  for p in "$@"; do
-    [ -r "/proc/$p/stat" ] || continue
-    f=$(sed 's/^.*) //' "/proc/$p/stat")      # fields from 3 on
-    set -- $f; sum=$(( sum + ${12} + ${13} )) # utime=14, stime=15
-  done
-  echo "$sum"
-}
 proxy_pids() {
   case "$1" in
     nginx) pgrep -P "$NGINX_PID" || true ;;
+    haproxy) echo "$HAPROXY_PID" ;;
     berth*) echo "$BERTH_PID" ;;
     *) ;;
   esac
 }
 
 declare -A RES
-# run_one TARGET MODE ROUND ; MODE tp = throughput (THREADS/CONNS), lat = one connection
+# run_one TARGET MODE ROUND ; MODE cN = load with N connections (THREADS threads), lat = one connection
 run_one() {
   local t=$1 m=$2 r=$3 out pids c0 c1 th cn du wu
-  # the latency phase runs right after the load phase on the same path: no warm-up
-  if [ "$m" = tp ]; then th=$THREADS cn=$CONNS du=$DURATION wu=$WARMUP; else th=1 cn=1 du=$LAT_DURATION wu=""; fi
+  # the latency phase runs right after the load phases on the same path: no warm-up
+  if [ "$m" != lat ]; then th=$THREADS cn=${m#c} du=$DURATION wu=$WARMUP; else th=1 cn=1 du=$LAT_DURATION wu=""; fi
   [ -z "$wu" ] || wrk -t"$th" -c"$cn" -d"$wu" "${URL[$t]}" >/dev/null 2>&1 || true
   pids=$(proxy_pids "$t"); c0=$(cpu_ticks $pids)
   out=$(timeout 120 wrk -t"$th" -c"$cn" -d"$du" --latency -s "$BENCH_DIR/wrk-report.lua" "${URL[$t]}")
@@ -176,11 +220,16 @@ best_lat() { agg min "$@"; }
 errs() { local t=$1 m=$2 r n=0; for r in $(seq 1 "$ROUNDS"); do
   n=$(( n + RES[$t,$m,$r,non2xx] + RES[$t,$m,$r,connect_err] + RES[$t,$m,$r,read_err] + RES[$t,$m,$r,write_err] + RES[$t,$m,$r,timeout_err] )); done; echo "$n"; }
 
+MODES=(); for c in $CONNS_LIST; do MODES+=("c$c"); done
 QUIET_NOTE=$(quiet_note); log "$QUIET_NOTE"
-log "load: wrk -t$THREADS -c$CONNS -d$DURATION (warm-up $WARMUP); latency: wrk -t1 -c1 -d$LAT_DURATION; $ROUNDS round(s): ${TARGETS[*]}"
+log "load: wrk -t$THREADS -c{${CONNS_LIST// /,}} -d$DURATION (warm-up $WARMUP); latency: wrk -t1 -c1 -d$LAT_DURATION; $ROUNDS round(s): ${TARGETS[*]}"
 for r in $(seq 1 "$ROUNDS"); do
-  for t in "${TARGETS[@]}"; do run_one "$t" tp "$r"; run_one "$t" lat "$r"; done
+  for t in "${TARGETS[@]}"; do
+    for m in "${MODES[@]}"; do run_one "$t" "$m" "$r"; done
+    run_one "$t" lat "$r"
+  done
 done
+QUIET_NOTE_AFTER=$(quiet_note)
 
 if [ -n "$BERTH_PID" ]; then
   BERTH_RSS_KB=$(awk '/^VmHWM/{print $2}' "/proc/$BERTH_PID/status" 2>/dev/null || echo "?")
@@ -189,36 +238,39 @@ fi
 
 # --- report -----------------------------------------------------------------------
 echo
-echo "== bench/proxy.sh  $(date -u '+%F %T UTC')  $(nproc) cores, Docker $(docker version --format '{{.Server.Version}}'), $ROUNDS interleaved rounds"
-echo "   load: wrk -t$THREADS -c$CONNS -d$DURATION --latency     c1: wrk -t1 -c1 -d$LAT_DURATION --latency"
-echo "   best = best round (max req/s, min p99); med = median of rounds; cpu = proxy CPU µs per request (median)"
-printf '%-12s | %9s %9s %9s %9s %8s | %8s %9s %9s %9s | %s\n' "" "req/s" "req/s" "p99 ms" "p99 ms" "cpu" "c1 req/s" "c1 p50ms" "c1 p99ms" "c1 p99ms" errors
-printf '%-12s | %9s %9s %9s %9s %8s | %8s %9s %9s %9s |\n' "" best med best med "µs/req" best med best med
+echo "== bench/proxy.sh  $(date -u '+%F %T UTC')  $(nproc) cores, upstream ${UPSTREAM:-host}, $ROUNDS interleaved rounds"
+echo "   load: wrk -t$THREADS -cN -d$DURATION --latency for N in $CONNS_LIST     c1: wrk -t1 -c1 -d$LAT_DURATION --latency"
+echo "   med = median of rounds, best = best round (max req/s, min p99); cpu = proxy CPU µs per request (median)"
+for m in "${MODES[@]}"; do
+  echo "-- $m"
+  printf '%-12s | %9s %9s | %9s %9s | %8s | %s\n' "" "req/s med" "req/s best" "p99ms med" "p99ms best" "cpu µs" errors
+  for t in "${TARGETS[@]}"; do
+    printf '%-12s | %9s %9s | %9s %9s | %8s | %s\n' "$t" \
+      "$(med "$t" "$m" rps)" "$(best_rps "$t" "$m")" "$(med "$t" "$m" p99_ms)" "$(best_lat "$t" "$m" p99_ms)" \
+      "$(med "$t" "$m" cpu_us)" "$(errs "$t" "$m")"
+  done
+done
+echo "-- c1"
+printf '%-12s | %9s %9s %9s | %s\n' "" "req/s med" "p50ms med" "p99ms med" errors
 for t in "${TARGETS[@]}"; do
-  printf '%-12s | %9s %9s %9s %9s %8s | %8s %9s %9s %9s | %s\n' "$t" \
-    "$(best_rps "$t" tp)" "$(med "$t" tp rps)" "$(best_lat "$t" tp p99_ms)" "$(med "$t" tp p99_ms)" "$(med "$t" tp cpu_us)" \
-    "$(best_rps "$t" lat)" "$(med "$t" lat p50_ms)" "$(best_lat "$t" lat p99_ms)" "$(med "$t" lat p99_ms)" \
-    "$(( $(errs "$t" tp) + $(errs "$t" lat) ))"
+  printf '%-12s | %9s %9s %9s | %s\n' "$t" "$(med "$t" lat rps)" "$(med "$t" lat p50_ms)" "$(med "$t" lat p99_ms)" "$(errs "$t" lat)"
 done
 [ -n "${BERTH_RSS_KB:-}" ] && echo "berth peak RSS: ${BERTH_RSS_KB} kB"
-echo "$QUIET_NOTE"
+echo "before: $QUIET_NOTE"
+echo "after:  $QUIET_NOTE_AFTER"
 [ "$BENCH_NICE" = 0 ] || echo "bench processes ran at nice $BENCH_NICE (BENCH_NICE=0 to disable)"
 echo
-D_RPS=$(best_rps direct tp); N_RPS=$(best_rps nginx tp)
-D_P99L=$(best_lat direct lat p99_ms); N_P99L=$(best_lat nginx lat p99_ms)
-D_RPSM=$(med direct tp rps); N_RPSM=$(med nginx tp rps); D_P99LM=$(med direct lat p99_ms)
-awk -v a="$N_RPS" -v b="$D_RPS" -v pl="$N_P99L" -v ql="$D_P99L" \
-  'BEGIN{printf "nginx (reference): %.2fx direct throughput; c1 p99 - direct: %+.3f ms (best rounds)\n", a/b, pl-ql}'
 if [[ " ${TARGETS[*]} " == *" berth "* ]]; then
-  B_RPS=$(best_rps berth tp); B_P99L=$(best_lat berth lat p99_ms)
-  B_RPSM=$(med berth tp rps); B_P99LM=$(med berth lat p99_ms)
-  B_CPU=$(med berth tp cpu_us); N_CPU=$(med nginx tp cpu_us)
-  awk -v b="$B_RPSM" -v d="$D_RPSM" -v n="$N_RPSM" -v bl="$B_P99LM" -v dl="$D_P99LM" -v bc="$B_CPU" -v nc="$N_CPU" \
-    'BEGIN{printf "medians: berth/direct %.2fx, berth/nginx %.2fx, c1 p99 berth - direct %+.3f ms; CPU per request berth/nginx %.2fx (%s vs %s µs)\n", b/d, b/n, bl-dl, bc/nc, bc, nc}'
-  awk -v b="$B_RPS" -v d="$D_RPS" -v n="$N_RPS" -v bl="$B_P99L" -v dl="$D_P99L" 'BEGIN{
-    rn = b/n; x = bl-dl
-    printf "RATIO berth/direct throughput = %.2fx | berth/nginx throughput = %.2fx (target >= 1.00: %s) | p99 berth - direct = %+.3f ms at c1 (target <= +0.50 ms: %s)   [best rounds]\n",
-      b/d, rn, (rn >= 1.0 ? "PASS" : "FAIL"), x, (x <= 0.5 ? "PASS" : "FAIL") }'
+  for base in nginx haproxy; do
+    for m in "${MODES[@]}"; do
+      awk -v m="$m" -v base="$base" -v b="$(med berth "$m" rps)" -v n="$(med "$base" "$m" rps)" \
+          -v bp="$(med berth "$m" p99_ms)" -v np="$(med "$base" "$m" p99_ms)" \
+          -v bc="$(med berth "$m" cpu_us)" -v nc="$(med "$base" "$m" cpu_us)" 'BEGIN{
+        rr = b/n; pr = bp/np; cr = bc/nc
+        printf "RATIO %s berth/%s: req/s %.2fx (target >= 1.20: %s) | p99 %.3f vs %.3f ms = %.2fx (target <= 1.00: %s) | CPU/req %s vs %s us = %.2fx (target <= 1.00: %s)   [medians]\n",
+          m, base, rr, (rr >= 1.2 ? "PASS" : "FAIL"), bp, np, pr, (pr <= 1.0 ? "PASS" : "FAIL"), bc, nc, cr, (cr <= 1.0 ? "PASS" : "FAIL") }'
+    done
+  done
 else
-  echo "RATIO berth: not measured (SKIP_BERTH=1); targets: berth/nginx throughput >= 1.00, p99 berth - direct <= +0.50 ms"
+  echo "RATIO berth: not measured (SKIP_BERTH=1)"
 fi

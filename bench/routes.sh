@@ -47,30 +47,7 @@ bench_ensure_berth
 
 # --- upstream: private nginx serving a small file ------------------------------------
 NGINX_PORT=$(free_port)
-ND="$BENCH_TMP/nginx"; mkdir -p "$ND/tmp" "$ND/logs" "$ND/html"
-printf '%s\n' "$EXPECTED_BODY" >"$ND/html/index.html"
-# workers run as this user, so they can read the private (0700) temp folder
-cat >"$ND/nginx.conf" <<CONF
-user $(id -un) $(id -gn);
-worker_processes 1;
-pid $ND/nginx.pid;
-error_log $ND/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path $ND/tmp/body;
-    proxy_temp_path $ND/tmp/proxy;
-    fastcgi_temp_path $ND/tmp/fastcgi;
-    uwsgi_temp_path $ND/tmp/uwsgi;
-    scgi_temp_path $ND/tmp/scgi;
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        root $ND/html;
-        location / { index index.html; }
-    }
-}
-CONF
+static_upstream_conf "$BENCH_TMP/nginx" "$NGINX_PORT" "$EXPECTED_BODY"
 start_private_nginx
 UP_URL="http://127.0.0.1:$NGINX_PORT"
 wait_http "$UP_URL/" 10 || die "private nginx not answering"

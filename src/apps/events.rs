@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::lifecycle;
 use super::runtime::ContainerRuntime;
@@ -26,7 +27,8 @@ pub fn spawn_watcher(apps: &Arc<Apps>) {
     };
     let label = (engine::LABEL_INSTANCE.to_string(), apps.instance.clone());
     let budget = apps.config.container.paused_memory_budget_bytes();
-    apps.tasks.spawn(watch_events(apps.engine.clone(), label, runtimes.clone(), budget, apps.cancel.clone()));
+    let (tasks, cancel) = (apps.tasks.clone(), apps.cancel.clone());
+    apps.tasks.spawn(watch_events(apps.engine.clone(), label, runtimes.clone(), budget, (tasks, cancel)));
     let adopt = {
         let apps = Arc::downgrade(apps);
         move || {
@@ -51,7 +53,7 @@ pub async fn watch_events(
     label: (String, String),
     runtimes: impl Fn() -> Vec<Arc<ContainerRuntime>>,
     paused_memory_budget: u64,
-    cancel: CancellationToken,
+    (tasks, cancel): (TaskTracker, CancellationToken),
 ) {
     let mut first = true;
     loop {
@@ -76,7 +78,7 @@ pub async fn watch_events(
                     // Paused memory only grows when one more container pauses.
                     if ev.action == ContainerAction::Pause && paused_memory_budget > 0 {
                         let (engine, cancel) = (engine.clone(), cancel.clone());
-                        tokio::spawn(async move {
+                        tasks.spawn(async move {
                             tokio::select! {
                                 _ = stop_paused_over_budget(&engine, all, paused_memory_budget) => {}
                                 _ = cancel.cancelled() => {}

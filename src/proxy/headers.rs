@@ -6,17 +6,18 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Headers that describe one connection, not the message (RFC 9110 7.6.1).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1). Named by
+/// `HeaderName` constants: removing by `&str` parses and hashes the name on every request.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// The `Upgrade` value when the request asks to switch protocols (`Connection: upgrade`).
@@ -36,32 +37,51 @@ pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass of name comparisons finds which are there (usually none, or `Connection`).
+    let mut present = [false; HOP_BY_HOP.len()];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present[i] = true;
+        }
+    }
+    if !present.contains(&true) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .map(str::trim)
+        // `close` and `keep-alive` (the usual tokens) name no header to remove.
+        .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, there)| *there) {
+        headers.remove(name);
     }
 }
 
 /// The forwarding headers a client may send; berth removes them all and sets its own, so an
 /// app never sees a client-chosen address, scheme, host, port or prefix.
-const FORWARDING: &[&str] = &[
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-proto",
-    "x-real-ip",
+static FORWARDING: [HeaderName; 7] = [
+    header::FORWARDED,
+    X_FORWARDED_FOR,
+    X_FORWARDED_HOST,
+    X_FORWARDED_PORT,
+    X_FORWARDED_PREFIX,
+    X_FORWARDED_PROTO,
+    X_REAL_IP,
 ];
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// What berth knows about the client side of a request, as forwarding headers tell it.
 #[derive(Debug, Clone, Copy)]
@@ -79,31 +99,44 @@ pub struct Forwarding<'a> {
 /// Replaces every client-sent forwarding header by berth's own: `X-Forwarded-For`,
 /// `X-Real-IP`, `-Proto`, `-Host`, `-Port`, `Forwarded` (RFC 7239) and, below the root, `-Prefix`.
 pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarding) {
-    for name in FORWARDING {
-        headers.remove(*name);
+    if headers.keys().any(|name| FORWARDING.contains(name)) {
+        for name in &FORWARDING {
+            headers.remove(name);
+        }
     }
     let proto = if fwd.https { "https" } else { "http" };
-    let client = HeaderValue::from_str(&fwd.client.to_string()).expect("an IP address is a valid header value");
-    headers.insert(HeaderName::from_static("x-forwarded-for"), client.clone());
-    headers.insert(HeaderName::from_static("x-real-ip"), client);
-    headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(proto));
-    headers.insert(HeaderName::from_static("x-forwarded-port"), HeaderValue::from(fwd.port));
+    let client_text = fwd.client.to_string();
+    let client_text = client_text.as_str();
+    let client = HeaderValue::from_str(client_text).expect("an IP address is a valid header value");
+    headers.insert(X_FORWARDED_FOR, client.clone());
+    headers.insert(X_REAL_IP, client);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    headers.insert(X_FORWARDED_PORT, HeaderValue::from(fwd.port));
     if let Some(host) = fwd.host {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+        headers.insert(X_FORWARDED_HOST, host.clone());
     }
     if fwd.prefix != "/" {
         if let Ok(v) = HeaderValue::from_str(fwd.prefix) {
-            headers.insert(HeaderName::from_static("x-forwarded-prefix"), v);
+            headers.insert(X_FORWARDED_PREFIX, v);
         }
     }
-    let node = match fwd.client {
-        IpAddr::V4(ip) => ip.to_string(),
-        IpAddr::V6(ip) => format!("\"[{ip}]\""),
-    };
-    let mut forwarded = format!("for={node};proto={proto}");
-    if let Some(host) = fwd.host.and_then(|h| h.to_str().ok()) {
-        let quoted: String = host.chars().filter(|c| *c != '"' && *c != '\\').collect();
-        forwarded.push_str(&format!(";host=\"{quoted}\""));
+    let host = fwd.host.and_then(|h| h.to_str().ok());
+    let mut forwarded = String::with_capacity(48 + host.map_or(0, str::len));
+    forwarded.push_str("for=");
+    match fwd.client {
+        IpAddr::V4(_) => forwarded.push_str(client_text),
+        IpAddr::V6(_) => {
+            forwarded.push_str("\"[");
+            forwarded.push_str(client_text);
+            forwarded.push_str("]\"");
+        }
+    }
+    forwarded.push_str(";proto=");
+    forwarded.push_str(proto);
+    if let Some(host) = host {
+        forwarded.push_str(";host=\"");
+        forwarded.extend(host.chars().filter(|c| *c != '"' && *c != '\\'));
+        forwarded.push('"');
     }
     if let Ok(v) = HeaderValue::from_str(&forwarded) {
         headers.insert(header::FORWARDED, v);
@@ -134,6 +167,14 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-keep"));
+
+        // An upstream's usual `Connection: keep-alive` (and `Keep-Alive`) go, the rest stays.
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("content-length", HeaderValue::from_static("5"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), ["content-length"]);
     }
 
     #[test]

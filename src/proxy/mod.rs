@@ -1,13 +1,16 @@
-//! Forwarding one request to an upstream: URI and header rewriting, a pooled HTTP/1.1 client
-//! (HTTP and HTTPS upstreams), streaming bodies both ways, and WebSocket/upgrade tunnels.
+//! Forwarding one request to an upstream: URI and header rewriting, pooled HTTP/1.1 clients
+//! (a connection-affine one for HTTP upstreams, see [`client`], and hyper-util's pooled client
+//! for HTTPS upstreams), streaming bodies both ways, and WebSocket/upgrade tunnels.
 //! It never decides which app a request belongs to: the caller hands it a [`Target`].
 
 pub mod body;
+pub mod client;
 pub mod headers;
 pub mod path;
 mod upgrade;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
@@ -84,17 +87,24 @@ impl ForwardError {
     }
 }
 
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Clone)]
 pub struct Proxy {
-    client: Client<HttpsConnector<HttpConnector>, Incoming>,
+    /// Plain-HTTP upstreams (apps' containers, most proxy apps).
+    http: Arc<client::Pool>,
+    /// HTTPS upstreams (proxy apps with an `https://` URL).
+    https: Client<HttpsConnector<HttpConnector>, Incoming>,
 }
 
 impl Proxy {
     pub fn new(config: &ProxyConfig) -> anyhow::Result<Proxy> {
+        let idle_timeout = Duration::from_secs(config.idle_timeout_secs);
+        let pool = client::Pool::new(config.max_idle_per_host, idle_timeout, CONNECT_TIMEOUT);
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()?
             .https_or_http()
@@ -102,10 +112,10 @@ impl Proxy {
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(config.idle_timeout_secs))
+            .pool_idle_timeout(idle_timeout)
             .pool_max_idle_per_host(config.max_idle_per_host)
             .build(https);
-        Ok(Proxy { client })
+        Ok(Proxy { http: pool, https: client })
     }
 
     /// Forwards `req` to `target`. The guard (if any) lives as long as the response body or
@@ -129,12 +139,14 @@ impl Proxy {
         let path_and_query = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let strip = if target.strip_app { target.app_path.as_str() } else { "/" };
         let path = headers::upstream_path(path_and_query, strip, &target.base_path);
-        let uri = match Uri::builder()
-            .scheme(target.scheme.clone())
-            .authority(target.authority.clone())
-            .path_and_query(path)
-            .build()
-        {
+        let https = target.scheme == Scheme::HTTPS;
+        // The connection-affine client writes the URI as is: origin-form (`/path?query`).
+        let uri = if https {
+            Uri::builder().scheme(Scheme::HTTPS).authority(target.authority.clone()).path_and_query(path).build()
+        } else {
+            Uri::try_from(path).map_err(http::Error::from)
+        };
+        let uri = match uri {
             Ok(uri) => uri,
             Err(e) => return Err(ForwardError::BadPath(e.to_string())),
         };
@@ -165,12 +177,23 @@ impl Proxy {
             h.insert(header::UPGRADE, proto.clone());
         }
 
-        let request = self.client.request(Request::from_parts(parts, body));
-        let mut resp = match tokio::time::timeout(target.response_timeout, request).await {
-            Ok(Ok(resp)) => resp,
+        let req = Request::from_parts(parts, body);
+        let request = async {
+            if https {
+                self.https.request(req).await.map(|resp| (resp, None)).map_err(|e| crate::errors::with_causes(&e))
+            } else {
+                self.http
+                    .send(&target.authority, req)
+                    .await
+                    .map(|(resp, lease)| (resp, Some(lease)))
+                    .map_err(|e| crate::errors::with_causes(&e))
+            }
+        };
+        let (mut resp, lease) = match tokio::time::timeout(target.response_timeout, request).await {
+            Ok(Ok(sent)) => sent,
             Ok(Err(e)) => {
-                tracing::debug!("upstream {} failed: {e:?}", target.authority);
-                return Err(ForwardError::Upstream(crate::errors::with_causes(&e)));
+                tracing::debug!("upstream {} failed: {e}", target.authority);
+                return Err(ForwardError::Upstream(e));
             }
             Err(_) => return Err(ForwardError::Timeout(target.response_timeout)),
         };
@@ -186,7 +209,11 @@ impl Proxy {
 
         let (mut parts, body) = resp.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, GuardedBody::new(body, guard).boxed()))
+        let body = match lease {
+            Some(lease) => GuardedBody::new(client::PooledBody::new(body, lease), guard).boxed(),
+            None => GuardedBody::new(body, guard).boxed(),
+        };
+        Ok(Response::from_parts(parts, body))
     }
 }
 

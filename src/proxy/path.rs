@@ -5,6 +5,8 @@
 //! (`..%2f`, `%2e%2e%5c`), is refused: such a path could leave its app's base path at the
 //! upstream. Pure logic.
 
+use std::borrow::Cow;
+
 /// Why a request path was refused (answered with 400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -14,8 +16,12 @@ pub enum PathError {
     DotSegment,
 }
 
-/// The normalized form of a request path (without the query), or why it is refused.
-pub fn normalize(path: &str) -> Result<String, PathError> {
+/// The normalized form of a request path (without the query), or why it is refused. A path
+/// without `%` that is already normal is borrowed, not copied (the common case).
+pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
+    if !path.contains('%') {
+        return if has_plain_dot_segment(path) { Err(PathError::DotSegment) } else { Ok(Cow::Borrowed(path)) };
+    }
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
     let mut i = 0;
@@ -44,7 +50,12 @@ pub fn normalize(path: &str) -> Result<String, PathError> {
     if has_dot_segment(&out) {
         return Err(PathError::DotSegment);
     }
-    Ok(out)
+    Ok(Cow::Owned(out))
+}
+
+/// [`has_dot_segment`] for a path without `%`: nothing to decode, no allocation.
+fn has_plain_dot_segment(path: &str) -> bool {
+    path.split(['/', '\\']).any(|piece| piece == "." || piece == "..")
 }
 
 /// True when any segment, once fully percent-decoded and split at `/` and `\`, is `.` or `..`.

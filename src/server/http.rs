@@ -2,6 +2,7 @@
 //! Connections are served by hyper-util's auto builder (HTTP/1.1 with upgrades, and HTTP/2)
 //! and registered with the graceful-shutdown watcher.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,22 +39,21 @@ impl Frontend {
     }
 
     pub async fn handle(&self, mut req: Request<Incoming>, client: ClientInfo) -> Response<ProxyBody> {
-        let path = match normalize_request_path(&mut req) {
-            Ok(path) => path,
-            Err(e) => return error_response(StatusCode::BAD_REQUEST, &e.to_string()),
-        };
+        if let Err(e) = normalize_request_path(&mut req) {
+            return error_response(StatusCode::BAD_REQUEST, &e.to_string());
+        }
+        let path = req.uri().path();
         let host = req
             .headers()
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri().authority().map(|a| a.as_str()))
-            .unwrap_or("")
-            .to_string();
+            .unwrap_or("");
         let wait_for_build = !wants_html(&req);
         // A deployment retired (replaced by a promote, switch or change) between routing and
         // starting answers Gone: route again, to its replacement.
         for _ in 0..3 {
-            let Some((app, app_path)) = self.route(&host, &path) else { break };
+            let Some((app, app_path)) = self.route(host, path) else { break };
             let (target, guard) = match &app.backend {
                 AppBackend::Url(plan) => {
                     (Target::from_uri(&plan.url, &app_path, plan.preserve_host, app.response_timeout), None)
@@ -85,20 +85,20 @@ impl Frontend {
     }
 }
 
-/// Normalizes the request's path in place (see [`crate::proxy::path`]) and returns it: the
-/// path routed by is the path forwarded.
-fn normalize_request_path(req: &mut Request<Incoming>) -> Result<String, PathError> {
-    let path = proxy::path::normalize(req.uri().path())?;
+/// Normalizes the request's path in place (see [`crate::proxy::path`]): the path routed by
+/// is the path forwarded.
+fn normalize_request_path(req: &mut Request<Incoming>) -> Result<(), PathError> {
+    let Cow::Owned(path) = proxy::path::normalize(req.uri().path())? else { return Ok(()) };
     if path != req.uri().path() {
         let mut parts = req.uri().clone().into_parts();
         let path_and_query = match req.uri().query() {
             Some(q) => format!("{path}?{q}"),
-            None => path.clone(),
+            None => path,
         };
         parts.path_and_query = Some(path_and_query.parse().map_err(|_| PathError::BadEscape)?);
         *req.uri_mut() = Uri::from_parts(parts).map_err(|_| PathError::BadEscape)?;
     }
-    Ok(path)
+    Ok(())
 }
 
 /// The answer when an app's container cannot serve: 502 with the failure (and when to

@@ -109,7 +109,7 @@ impl Harness {
             label,
             runtimes.clone(),
             paused_memory_budget,
-            self.cancel.clone(),
+            (tokio_util::task::TaskTracker::new(), self.cancel.clone()),
         );
         tokio::spawn(watch);
         let nothing = || futures_util::FutureExt::boxed(async {});
