@@ -245,6 +245,9 @@ FIXED_PORT=$(free_port)
 FIXED=$(docker create --name "berth-bench-cold-$$" -p "127.0.0.1:$FIXED_PORT:80" "$BENCH_IMAGE")
 CREATED_CONTAINERS+=("$FIXED")
 
+# sample the load only once the apps have settled (the paused ones paused by berth),
+# so the note shows other work and not this run's own start-ups
+for k in "${KEYS_PAUSE[@]}"; do ensure_paused "$k"; done
 QUIET_NOTE=$(quiet_note); log "$QUIET_NOTE"
 for i in $(seq 1 "$N"); do
   for k in "${KEYS_STOP[@]}"; do
