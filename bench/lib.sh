@@ -295,3 +295,15 @@ http {
 }
 CONF
 }
+
+# create_app_from SOURCE PATH ARGS... : like create_app, with a source (a folder or
+# git URL) instead of `-`; sets APP_ID, records it for cleanup
+create_app_from() {
+  local src=$1 path=$2; shift 2
+  berth app create "$@" "$src" "$path" >"$BENCH_TMP/create${path//\//_}.log" 2>&1 \
+    || { cat "$BENCH_TMP/create${path//\//_}.log" >&2; die "berth app create $path ($src) failed"; }
+  local id; id=$(app_field "$path" id)
+  [ -n "$id" ] || { berth app list --format json >&2 || true; die "app $path not in 'app list --format json'"; }
+  BERTH_APP_IDS+=("$id")
+  APP_ID=$id
+}
