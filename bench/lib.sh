@@ -201,15 +201,7 @@ app_field() {
 # create_app PATH ARGS... : berth app create ... - PATH ; sets APP_ID, records it
 # (call it directly, not in $(...), so the id is recorded for cleanup)
 APP_ID=""
-create_app() {
-  local path=$1; shift
-  berth app create "$@" - "$path" >"$BENCH_TMP/create${path//\//_}.log" 2>&1 \
-    || { cat "$BENCH_TMP/create${path//\//_}.log" >&2; die "berth app create $path failed"; }
-  local id; id=$(app_field "$path" id)
-  [ -n "$id" ] || { berth app list --format json >&2 || true; die "app $path not in 'app list --format json'"; }
-  BERTH_APP_IDS+=("$id")
-  APP_ID=$id
-}
+create_app() { local path=$1; shift; create_app_from - "$path" "$@"; }
 
 # containers of a berth app (label berth.app.id=ID), created after berth started
 app_containers() {
