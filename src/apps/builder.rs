@@ -138,7 +138,20 @@ impl Builder {
         status.send_replace(Some(BuildStatus::Running));
         let run = RunningBuild { log, status, finished: false };
         let started = Instant::now();
-        let outcome = tokio::time::timeout(self.timeout, self.build(app_id, plan, &run.log)).await;
+        let build_once_more_if_cache_lost = async {
+            match self.build(app_id, plan, &run.log).await {
+                // Another build or a removal (a replaced image, with its untagged parents)
+                // deleted a cached layer this build had picked: the inputs are fine, build again.
+                Err((error, _)) if lost_cache_image(&error) => {
+                    let note = format!("{error}: a cached layer was removed during the build; building again");
+                    tracing::warn!(app = %app_id, "{note}");
+                    let _ = writeln!(&run.log, "{note}");
+                    self.build(app_id, plan, &run.log).await
+                }
+                other => other,
+            }
+        };
+        let outcome = tokio::time::timeout(self.timeout, build_once_more_if_cache_lost).await;
         match outcome {
             Ok(Ok(())) => {
                 let done = format!("built {} in {:.1}s", plan.image, started.elapsed().as_secs_f64());
@@ -204,8 +217,24 @@ impl Builder {
     }
 }
 
+/// Whether a build failed because an image it used from the build cache disappeared: the
+/// engine names a cached layer by its bare digest (`unable to find image "sha256:..."`), never
+/// a base image the Containerfile names.
+fn lost_cache_image(error: &str) -> bool {
+    error.contains("unable to find image \"sha256:") || error.contains("No such image: sha256:")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_lost_cache_layer_is_told_from_a_missing_base_image() {
+        assert!(super::lost_cache_image(
+            r#"unable to find image "sha256:c61b919e95df6b0fbb6697fd4aee74217a2845836850bb864855e91a37849d7e""#
+        ));
+        assert!(!super::lost_cache_image("base image python:4invalid-slim not found locally and pulling it failed: x"));
+        assert!(!super::lost_cache_image(r#"unable to find image "python:4invalid-slim""#));
+    }
+
     use super::*;
 
     fn running(dir: &tempfile::TempDir) -> (RunningBuild, watch::Receiver<Option<BuildStatus>>, PathBuf) {
