@@ -7,6 +7,7 @@ pub mod apps;
 pub mod build;
 pub mod cli;
 pub mod config;
+pub mod declare;
 pub mod engine;
 pub mod errors;
 pub mod ids;
