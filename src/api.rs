@@ -38,6 +38,9 @@ pub struct CreateAppResponse {
     pub http_url: Option<String>,
     pub https_url: Option<String>,
     pub dry_run: bool,
+    /// What berth ignores in the app's (Clace-format) spec; printed as one warning line.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spec_warnings: Vec<String>,
 }
 
 /// One app as `app list` shows it.

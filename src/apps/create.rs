@@ -21,8 +21,10 @@ impl Apps {
     pub async fn create(&self, req: CreateAppRequest, cancel: CancellationToken) -> Result<AppInfo, AppError> {
         let bad = |e: &dyn std::fmt::Display| AppError::BadRequest(e.to_string());
         let path = AppPath::parse(&req.path, &self.config.default_domain).map_err(|e| bad(&e))?;
-        let spec = self.catalog.lookup(req.spec.as_deref()).map_err(|e| bad(&e))?;
         let source_url = req.source_url.trim().to_string();
+        // A local source's own params.star counts from the first check (a git source's once fetched).
+        let local = Some(std::path::Path::new(&source_url)).filter(|p| p.is_absolute() && p.is_dir());
+        let spec = self.catalog.lookup_for(req.spec.as_deref(), local).map_err(|e| bad(&e))?;
         spec.check_source(&source_url).map_err(|e| bad(&e))?;
         let source = SourceSpec::parse(&source_url).map_err(AppError::BadRequest)?;
         for key in req.params.keys() {
@@ -112,7 +114,6 @@ impl Apps {
         source: &SourceSpec,
         cancel: &CancellationToken,
     ) -> Result<PathBuf, AppError> {
-        let spec = self.catalog.lookup(Some(spec)).map_err(|e| AppError::BadRequest(e.to_string()))?;
         let root = self.home.sources_dir().join(app_id);
         let remove_empty_root = || {
             if std::fs::read_dir(&root).map(|mut d| d.next().is_none()).unwrap_or(false) {
@@ -126,9 +127,16 @@ impl Apps {
             .await
             .map_err(|e| AppError::BadRequest(format!("{e:#}")))?;
         let (dir, params, args) = (snap.dir.clone(), config.params.clone(), config.build_args.clone());
-        let prepared = tokio::task::spawn_blocking(move || plan::prepare_build(&spec, &dir, &params, &args))
-            .await
-            .map_err(|e| AppError::Internal(e.into()))?;
+        let catalog = self.catalog.clone();
+        let spec = spec.to_string();
+        let prepared = tokio::task::spawn_blocking(move || {
+            // The source's own params.star, if any, replaces the spec's params.
+            let spec = catalog.lookup_for(Some(&spec), Some(&dir)).map_err(|e| e.to_string())?;
+            spec.check_params(&params).map_err(|e| e.to_string())?;
+            plan::prepare_build(&spec, &dir, &params, &args)
+        })
+        .await
+        .map_err(|e| AppError::Internal(e.into()))?;
         match prepared {
             Ok(p) => {
                 config.snapshot = Some(snap.dir.display().to_string());

@@ -309,7 +309,9 @@ impl Apps {
     /// What serves configuration `cfg` of an app as `variant`; nothing runs until its first
     /// request. Checks the whole configuration (spec, params, options, settings).
     fn deploy(&self, record: &AppRecord, variant: Variant, cfg: &AppConfig) -> Result<Arc<Deployment>, AppError> {
-        let spec = self.catalog.lookup(Some(&record.spec)).map_err(|e| AppError::BadRequest(e.to_string()))?;
+        let snapshot = cfg.snapshot.as_deref().map(std::path::Path::new);
+        let spec =
+            self.catalog.lookup_for(Some(&record.spec), snapshot).map_err(|e| AppError::BadRequest(e.to_string()))?;
         let path = match variant {
             Variant::Prod => record.path.clone(),
             Variant::Stage => record.path.stage(),

@@ -91,8 +91,12 @@ impl Apps {
         dry_run: bool,
     ) -> Result<ChangeOutcome, AppError> {
         let (_lock, app, _) = self.lock_app(path).await?;
-        let spec = self.catalog.lookup(Some(&app.record.spec)).map_err(|e| AppError::BadRequest(e.to_string()))?;
         let mut cfg = app.record.stage.config.clone();
+        let snapshot = cfg.snapshot.as_deref().map(std::path::Path::new);
+        let spec = self
+            .catalog
+            .lookup_for(Some(&app.record.spec), snapshot)
+            .map_err(|e| AppError::BadRequest(e.to_string()))?;
         match &change {
             ConfigChange::Param { key, value } => {
                 if value.trim() != "-" {

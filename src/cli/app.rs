@@ -279,7 +279,7 @@ async fn create(a: CreateArgs, client: &AdminClient) -> anyhow::Result<()> {
     let req = CreateAppRequest {
         source_url,
         path: a.app_path,
-        spec: a.spec,
+        spec: a.spec.as_deref().map(spec_arg).transpose()?,
         build_args,
         container_options,
         git_branch: a.branch,
@@ -296,6 +296,9 @@ async fn create(a: CreateArgs, client: &AdminClient) -> anyhow::Result<()> {
     }
     if let Some(url) = &resp.https_url {
         println!("HTTPS Url: {url}");
+    }
+    if !resp.spec_warnings.is_empty() {
+        eprintln!("Warning: spec {}: berth ignores: {}", resp.app.spec, resp.spec_warnings.join("; "));
     }
     println!("App created. No approval required");
     dry_run_note(resp.dry_run);
@@ -315,6 +318,19 @@ pub fn print_change(r: &ChangeResponse) {
 pub fn dry_run_note(dry_run: bool) {
     if dry_run {
         println!("{DRY_RUN_NOTE}");
+    }
+}
+
+/// A spec given as a folder (a path starting with `/`, `.` or `~`, or an existing folder
+/// holding `app.star` or `spec.toml`) is sent as its absolute path; a name is sent as is.
+fn spec_arg(spec: &str) -> anyhow::Result<String> {
+    let s = spec.trim();
+    let dir = std::path::Path::new(s);
+    let is_spec_folder = dir.join("app.star").is_file() || dir.join("spec.toml").is_file();
+    if s.starts_with('/') || s.starts_with('.') || s.starts_with('~') || is_spec_folder {
+        absolute_source(s)
+    } else {
+        Ok(s.to_string())
     }
 }
 

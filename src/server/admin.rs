@@ -109,7 +109,9 @@ async fn create(
     let app = to_the_end(&s, |apps, cancel| async move { apps.create(req, cancel).await }).await?;
     let host = if app.domain.is_empty() { s.config.default_domain.clone() } else { app.domain.clone() };
     let url = |scheme: &str, port: i32| (port > 0).then(|| format!("{scheme}://{host}:{port}{}", app.path));
+    let spec_warnings = s.apps.catalog().lookup(Some(&app.spec)).map(|spec| spec.warnings.clone()).unwrap_or_default();
     Ok(Json(CreateAppResponse {
+        spec_warnings,
         http_url: url("http", s.config.http.port),
         https_url: url("https", s.config.https.port),
         app,

@@ -17,6 +17,12 @@ pub enum ParamType {
     Int,
     Bool,
     Url,
+    /// Any whole number (Clace's INT for params other than `port`).
+    Integer,
+    /// A JSON list (Clace's LIST).
+    List,
+    /// A JSON object (Clace's DICT).
+    Dict,
 }
 
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
@@ -45,6 +51,9 @@ pub struct SpecContainer {
     /// under `CL_APP_PATH` themselves (false).
     #[serde(default = "yes")]
     pub strip_app: bool,
+    /// Send the client's Host header upstream when no `preserve_host` param says otherwise.
+    #[serde(default)]
+    pub preserve_host: bool,
 }
 
 fn yes() -> bool {
@@ -74,6 +83,11 @@ pub struct Spec {
     pub files: BTreeMap<String, Vec<u8>>,
     /// `built-in` or the folder the spec was loaded from.
     pub origin: String,
+    /// What berth ignores in a Clace-format spec (printed once at create).
+    pub warnings: Vec<String>,
+    /// The `app.star` of a Clace-format spec, evaluated again when an app's source brings
+    /// its own `params.star`.
+    pub app_star: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -92,6 +106,12 @@ pub enum SpecError {
     SourceNotAllowed(String),
     #[error("spec {0} needs a source (a folder or a git URL), not -")]
     SourceRequired(String),
+    /// Clace's messages for typed values: `param X is not an int` / `a json list` / `a json dict`.
+    #[error("param {name} is not {what}")]
+    NotA { name: String, what: &'static str },
+    /// A spec folder given by path that cannot be read or evaluated, or a spec berth cannot serve.
+    #[error("{0}")]
+    Folder(String),
 }
 
 /// Where an app's requests go, for specs that need no build input.
@@ -132,7 +152,10 @@ impl Spec {
     }
 
     pub fn preserve_host(&self, params: &BTreeMap<String, String>) -> bool {
-        self.effective_params(params).get("preserve_host").and_then(|v| parse_bool(v)).unwrap_or(false)
+        self.effective_params(params)
+            .get("preserve_host")
+            .and_then(|v| parse_bool(v))
+            .unwrap_or(self.container.preserve_host)
     }
 
     /// The container port: the `port` param if the user gave one, else the Containerfile's
@@ -150,7 +173,11 @@ impl Spec {
     /// The upstream URL of a proxy app (params already checked).
     pub fn url_plan(&self, params: &BTreeMap<String, String>) -> Result<UrlPlan, SpecError> {
         self.check_params(params)?;
-        let url = params.get("url").and_then(|u| parse_url(u)).ok_or_else(|| SpecError::MissingParam("url".into()))?;
+        let url = self
+            .effective_params(params)
+            .get("url")
+            .and_then(|u| parse_url(u))
+            .ok_or_else(|| SpecError::MissingParam("url".into()))?;
         Ok(UrlPlan { url, preserve_host: self.preserve_host(params) })
     }
 }
@@ -168,11 +195,19 @@ pub fn check_param_key(key: &str) -> Result<(), SpecError> {
 
 fn check_value(def: &ParamDef, value: &str) -> Result<(), SpecError> {
     let bad = |expected| Err(SpecError::BadParam { name: def.name.clone(), expected, value: value.into() });
+    let not_a = |what| Err(SpecError::NotA { name: def.name.clone(), what });
     match def.kind {
         ParamType::String if def.required && value.trim().is_empty() => bad("a non-empty string"),
         ParamType::Int if value.parse::<u16>().map(|p| p == 0).unwrap_or(true) => bad("a port number from 1 to 65535"),
         ParamType::Bool if parse_bool(value).is_none() => bad("true or false"),
         ParamType::Url if parse_url(value).is_none() => bad("an http:// or https:// URL"),
+        ParamType::Integer if value.trim().parse::<i64>().is_err() => not_a("an int"),
+        ParamType::List if !serde_json::from_str::<serde_json::Value>(value).is_ok_and(|v| v.is_array()) => {
+            not_a("a json list")
+        }
+        ParamType::Dict if !serde_json::from_str::<serde_json::Value>(value).is_ok_and(|v| v.is_object()) => {
+            not_a("a json dict")
+        }
         _ => Ok(()),
     }
 }

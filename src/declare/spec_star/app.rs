@@ -8,7 +8,6 @@ use serde_json::{json, Value as Json};
 use starlark::environment::{FrozenModule, Globals, GlobalsBuilder, Module};
 use starlark::eval::{Evaluator, FileLoader};
 use starlark::starlark_module;
-use starlark::values::dict::AllocDict;
 use starlark::values::none::NoneType;
 use starlark::values::structs::AllocStruct;
 use starlark::values::tuple::UnpackTuple;
@@ -100,35 +99,67 @@ fn ace_members(builder: &mut GlobalsBuilder) {
         Ok(tagged(heap, "ace.permission", fields.as_object().cloned().unwrap_or_default()))
     }
 
-    fn api<'v>(#[starlark(args)] _a: UnpackTuple<Value<'v>>, #[starlark(kwargs)] _k: starlark::collections::SmallMap<String, Value<'v>>, heap: &'v Heap) -> anyhow::Result<Value<'v>> {
+    fn api<'v>(
+        #[starlark(args)] _a: UnpackTuple<Value<'v>>,
+        #[starlark(kwargs)] _k: starlark::collections::SmallMap<String, Value<'v>>,
+        heap: &'v Heap,
+    ) -> anyhow::Result<Value<'v>> {
         Ok(unsupported(heap, "ace.api"))
     }
 
-    fn html<'v>(#[starlark(args)] _a: UnpackTuple<Value<'v>>, #[starlark(kwargs)] _k: starlark::collections::SmallMap<String, Value<'v>>, heap: &'v Heap) -> anyhow::Result<Value<'v>> {
+    fn html<'v>(
+        #[starlark(args)] _a: UnpackTuple<Value<'v>>,
+        #[starlark(kwargs)] _k: starlark::collections::SmallMap<String, Value<'v>>,
+        heap: &'v Heap,
+    ) -> anyhow::Result<Value<'v>> {
         Ok(unsupported(heap, "ace.html"))
     }
 
-    fn fragment<'v>(#[starlark(args)] _a: UnpackTuple<Value<'v>>, #[starlark(kwargs)] _k: starlark::collections::SmallMap<String, Value<'v>>, heap: &'v Heap) -> anyhow::Result<Value<'v>> {
+    fn fragment<'v>(
+        #[starlark(args)] _a: UnpackTuple<Value<'v>>,
+        #[starlark(kwargs)] _k: starlark::collections::SmallMap<String, Value<'v>>,
+        heap: &'v Heap,
+    ) -> anyhow::Result<Value<'v>> {
         Ok(unsupported(heap, "ace.fragment"))
     }
 
-    fn action<'v>(#[starlark(args)] _a: UnpackTuple<Value<'v>>, #[starlark(kwargs)] _k: starlark::collections::SmallMap<String, Value<'v>>, heap: &'v Heap) -> anyhow::Result<Value<'v>> {
+    fn action<'v>(
+        #[starlark(args)] _a: UnpackTuple<Value<'v>>,
+        #[starlark(kwargs)] _k: starlark::collections::SmallMap<String, Value<'v>>,
+        heap: &'v Heap,
+    ) -> anyhow::Result<Value<'v>> {
         Ok(unsupported(heap, "ace.action"))
     }
 
-    fn redirect<'v>(#[starlark(args)] _a: UnpackTuple<Value<'v>>, #[starlark(kwargs)] _k: starlark::collections::SmallMap<String, Value<'v>>, heap: &'v Heap) -> anyhow::Result<Value<'v>> {
+    fn redirect<'v>(
+        #[starlark(args)] _a: UnpackTuple<Value<'v>>,
+        #[starlark(kwargs)] _k: starlark::collections::SmallMap<String, Value<'v>>,
+        heap: &'v Heap,
+    ) -> anyhow::Result<Value<'v>> {
         Ok(unsupported(heap, "ace.redirect"))
     }
 
-    fn response<'v>(#[starlark(args)] _a: UnpackTuple<Value<'v>>, #[starlark(kwargs)] _k: starlark::collections::SmallMap<String, Value<'v>>, heap: &'v Heap) -> anyhow::Result<Value<'v>> {
+    fn response<'v>(
+        #[starlark(args)] _a: UnpackTuple<Value<'v>>,
+        #[starlark(kwargs)] _k: starlark::collections::SmallMap<String, Value<'v>>,
+        heap: &'v Heap,
+    ) -> anyhow::Result<Value<'v>> {
         Ok(unsupported(heap, "ace.response"))
     }
 
-    fn style<'v>(#[starlark(args)] _a: UnpackTuple<Value<'v>>, #[starlark(kwargs)] _k: starlark::collections::SmallMap<String, Value<'v>>, heap: &'v Heap) -> anyhow::Result<Value<'v>> {
+    fn style<'v>(
+        #[starlark(args)] _a: UnpackTuple<Value<'v>>,
+        #[starlark(kwargs)] _k: starlark::collections::SmallMap<String, Value<'v>>,
+        heap: &'v Heap,
+    ) -> anyhow::Result<Value<'v>> {
         Ok(unsupported(heap, "ace.style"))
     }
 
-    fn library<'v>(#[starlark(args)] _a: UnpackTuple<Value<'v>>, #[starlark(kwargs)] _k: starlark::collections::SmallMap<String, Value<'v>>, heap: &'v Heap) -> anyhow::Result<Value<'v>> {
+    fn library<'v>(
+        #[starlark(args)] _a: UnpackTuple<Value<'v>>,
+        #[starlark(kwargs)] _k: starlark::collections::SmallMap<String, Value<'v>>,
+        heap: &'v Heap,
+    ) -> anyhow::Result<Value<'v>> {
         Ok(unsupported(heap, "ace.library"))
     }
 }
@@ -172,13 +203,17 @@ fn container_members(builder: &mut GlobalsBuilder) {
         Ok(tagged(heap, "container.config", fields.as_object().cloned().unwrap_or_default()))
     }
 
-    fn run<'v>(#[starlark(args)] _a: UnpackTuple<Value<'v>>, #[starlark(kwargs)] _k: starlark::collections::SmallMap<String, Value<'v>>, heap: &'v Heap) -> anyhow::Result<Value<'v>> {
+    fn run<'v>(
+        #[starlark(args)] _a: UnpackTuple<Value<'v>>,
+        #[starlark(kwargs)] _k: starlark::collections::SmallMap<String, Value<'v>>,
+        heap: &'v Heap,
+    ) -> anyhow::Result<Value<'v>> {
         Ok(unsupported(heap, "container.run"))
     }
 }
 
 fn plugin_globals() -> Globals {
-    let mut builder = GlobalsBuilder::new();
+    let mut builder = GlobalsBuilder::extended_by(&[starlark::environment::LibraryExtension::StructType]);
     builder.namespace("__proxy", proxy_members);
     builder.namespace("__container", |b| {
         container_members(b);
@@ -238,7 +273,9 @@ pub fn evaluate(file: &str, text: &str, params: &[(String, Json)]) -> Result<App
         for (name, value) in [("GET", "GET"), ("POST", "POST"), ("PUT", "PUT"), ("DELETE", "DELETE")] {
             b.set(name, value);
         }
-        for (name, value) in [("READ", "READ"), ("WRITE", "WRITE"), ("HTML", "HTML"), ("JSON", "JSON"), ("TEXT", "TEXT")] {
+        for (name, value) in
+            [("READ", "READ"), ("WRITE", "WRITE"), ("HTML", "HTML"), ("JSON", "JSON"), ("TEXT", "TEXT")]
+        {
             b.set(name, value);
         }
     });
@@ -248,7 +285,6 @@ pub fn evaluate(file: &str, text: &str, params: &[(String, Json)]) -> Result<App
     let heap = module.heap();
     let fields: Vec<(String, Value)> = params.iter().map(|(k, v)| (k.clone(), heap.alloc(v.clone()))).collect();
     module.set("param", heap.alloc(AllocStruct(fields)));
-    let _ = AllocDict::EMPTY;
     {
         let mut eval = Evaluator::new(&module);
         eval.set_loader(&loader);

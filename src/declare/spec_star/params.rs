@@ -124,7 +124,9 @@ fn declare(
             anyhow::bail!("invalid display type {display_type} for param {name}, expected password, textarea or file");
         }
         if kind != StarType::String {
-            anyhow::bail!("display type {display_type} is only allowed for string params, param {name} is not a string");
+            anyhow::bail!(
+                "display type {display_type} is only allowed for string params, param {name} is not a string"
+            );
         }
     }
     let default = default.or_else(|| (!required).then(|| kind.zero()));
@@ -163,7 +165,10 @@ fn param_builtins(builder: &mut GlobalsBuilder) {
 /// `config(key, default)`: berth has no node config, so the default is the value.
 #[starlark_module]
 pub(super) fn config_builtin(builder: &mut GlobalsBuilder) {
-    fn config<'v>(#[starlark(require = pos)] key: &str, #[starlark(default = NoneType)] default: Value<'v>) -> anyhow::Result<Value<'v>> {
+    fn config<'v>(
+        #[starlark(require = pos)] key: &str,
+        #[starlark(default = NoneType)] default: Value<'v>,
+    ) -> anyhow::Result<Value<'v>> {
         let _ = key;
         Ok(default)
     }
@@ -229,10 +234,14 @@ mod tests {
         assert!(err("param('a')\nparam('a')").contains("param \"a\" already defined"));
         assert!(err("param('')").contains("param name is required"));
         assert!(err("param('a b')").contains("param name \"a b\" has spaces"));
-        assert!(err("param('p1', type=INT, default='x')").contains("param p1 is of type int but default value is not an int"));
-        assert!(err("param('p1', type=BOOLEAN, default=1)").contains("param p1 is of type bool but default value is not a bool"));
-        assert!(err("param('p1', type=DICT, default=[])").contains("param p1 is of type dict but default value is not a dict"));
-        assert!(err("param('p1', type=LIST, default={})").contains("param p1 is of type list but default value is not a list"));
+        assert!(err("param('p1', type=INT, default='x')")
+            .contains("param p1 is of type int but default value is not an int"));
+        assert!(err("param('p1', type=BOOLEAN, default=1)")
+            .contains("param p1 is of type bool but default value is not a bool"));
+        assert!(err("param('p1', type=DICT, default=[])")
+            .contains("param p1 is of type dict but default value is not a dict"));
+        assert!(err("param('p1', type=LIST, default={})")
+            .contains("param p1 is of type list but default value is not a list"));
         assert!(err("param('p1', default=1)").contains("param p1 is of type string but default value is not a string"));
         assert!(err("param('p1', display_type='color')").contains("invalid display type color"));
         assert!(err("param('p1', type=INT, display_type=PASSWORD)").contains("only allowed for string params"));
