@@ -69,6 +69,7 @@ pub fn assemble_context(spec: &Spec, snapshot: &Path) -> Result<(BuildContext, S
     let (file, _) = pick_containerfile(spec, snapshot)
         .ok_or_else(|| format!("no Containerfile or Dockerfile in the source (spec {})", spec.name))?;
     ctx.apply_dockerignore(&file);
+    ctx.rewrite_heredocs(&file)?;
     Ok((ctx, file))
 }
 

@@ -86,6 +86,19 @@ impl BuildContext {
         Ok(())
     }
 
+    /// Rewrites the heredoc `RUN`s of the Containerfile `containerfile` into the exec form the
+    /// classic builder runs (see `build::heredoc`); other files are untouched.
+    pub fn rewrite_heredocs(&mut self, containerfile: &str) -> Result<(), String> {
+        let Some(Entry::File { data, mode }) = self.entries.get(containerfile) else { return Ok(()) };
+        let text = String::from_utf8_lossy(data);
+        let rewritten = super::heredoc::rewrite(&text).map_err(|e| format!("{containerfile} does not parse: {e}"))?;
+        if rewritten != text {
+            let mode = *mode;
+            self.add_file(containerfile, rewritten, mode);
+        }
+        Ok(())
+    }
+
     /// Drops what `.dockerignore` excludes; the Containerfile and `.dockerignore` always stay,
     /// as with Docker.
     pub fn apply_dockerignore(&mut self, containerfile: &str) {

@@ -4,6 +4,7 @@
 pub mod containerfile;
 pub mod context;
 pub mod dockerignore;
+pub mod heredoc;
 
 /// The image name for a content hash: the same inputs give the same name in every app, so a
 /// second app from the same source and spec reuses the image.
