@@ -319,7 +319,7 @@ mod clace_fixture_tests {
         }
         assert_eq!(c.lookup(Some("python-streamlit")).unwrap().warnings, ["container.config volumes ignored"]);
         assert!(c.lookup(Some("python-nicegui")).is_ok());
-        assert_eq!(c.lookup(Some("python-wsgi")).unwrap().container.strip_app, true);
+        assert!(c.lookup(Some("python-wsgi")).unwrap().container.strip_app);
     }
 
     #[test]

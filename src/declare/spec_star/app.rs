@@ -181,6 +181,8 @@ fn proxy_members(builder: &mut GlobalsBuilder) {
     }
 }
 
+// `container.config` takes Clace's eight arguments.
+#[allow(clippy::too_many_arguments)]
 #[starlark_module]
 fn container_members(builder: &mut GlobalsBuilder) {
     fn config<'v>(
