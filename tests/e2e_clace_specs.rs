@@ -225,3 +225,31 @@ async fn clace_streamlit_spec_builds_and_serves() {
     .await;
     b.ensure(matches!(&page, Ok(g) if g.status == 200), format!("GET /clst/: {page:?}"));
 }
+
+/// A git source's params.star counts too: the spec requires `needed`, the source's
+/// params.star gives it a default, so the create needs no `--param needed`; a bad value is
+/// refused with the source's type, once fetched, leaving nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_git_source_params_star_is_read_after_the_fetch() {
+    let specs = tempfile::tempdir().unwrap();
+    let app_star = "load('proxy.in', 'proxy')\nload('container.in', 'container')\n\
+                    app = ace.app('g', routes=[ace.proxy('/', proxy.config(container.URL))], container=container.config(container.AUTO))\n";
+    let spec = write_spec(specs.path(), "needs", "param('needed')\n", app_star);
+    let repo = tempfile::tempdir().unwrap();
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.path().join("Containerfile"), "FROM nginx\nEXPOSE 80\n").unwrap();
+    std::fs::write(repo.path().join("params.star"), "param('needed', type=INT, default=5)\n").unwrap();
+    git(repo.path(), &["add", "-A"]);
+    git(repo.path(), &["commit", "-qm", "app"]);
+    let url = format!("file://{}", repo.path().display());
+    let b = Berth::start();
+    let out = b.cli(&["app", "create", "--spec", &spec, "--param", "needed=five", &url, "/g"]);
+    b.ensure(!out.ok() && out.stderr.contains("param needed is not an int"), format!("{out}"));
+    b.ensure(b.app_list().is_empty() && b.source_entries().is_empty(), "nothing is left by the refused create");
+    b.cli_ok(&["app", "create", "--spec", &spec, &url, "/g"]);
+    let client = slow_client(&["localhost"], Duration::from_secs(300));
+    let got = get_until_marker(&client, &b.http_url("localhost", "/g/"), "nginx", Duration::from_secs(300)).await;
+    b.ensure(matches!(&got, Ok(g) if g.status == 200), format!("GET /g/: {got:?}"));
+    let env = container_env(&b, "/g");
+    b.ensure(env.iter().any(|e| e == "needed=5"), format!("{env:?}"));
+}

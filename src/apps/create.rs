@@ -30,7 +30,10 @@ impl Apps {
         for key in req.params.keys() {
             crate::specs::check_param_key(key).map_err(|e| bad(&e))?;
         }
-        spec.check_params(&req.params).map_err(|e| bad(&e))?;
+        // A git source may bring its own params.star: its params are checked once it is fetched.
+        if !matches!(source, SourceSpec::Git { .. }) {
+            spec.check_params(&req.params).map_err(|e| bad(&e))?;
+        }
         source::check_ref("branch", req.git_branch.as_deref()).map_err(AppError::BadRequest)?;
         source::check_ref("commit", req.git_commit.as_deref()).map_err(AppError::BadRequest)?;
         settings::resolve(&self.config.container, &spec, &req.app_config).map_err(AppError::BadRequest)?;
