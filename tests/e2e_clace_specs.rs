@@ -161,6 +161,12 @@ fn bad_clace_spec_folders_are_refused_on_one_line() {
     let bad_type = write_spec(specs.path(), "bad-type", "param('p1', type='FLOAT')\n", APP_STAR);
     let out = b.cli(&["app", "create", "--spec", &bad_type, "-", "/x"]);
     b.ensure(!out.ok() && out.stderr.contains("unknown type FLOAT for p1"), format!("{out}"));
+    // A relative folder is sent as its absolute path.
+    let out = b.cli_in(specs.path(), &["app", "create", "--spec", "./bad-type", "-", "/x"]);
+    b.ensure(
+        !out.ok() && out.stderr.contains(&format!("{bad_type}/params.star:1: unknown type FLOAT for p1")),
+        format!("{out}"),
+    );
     let no_app = write_spec(specs.path(), "no-app", "", "x = 1\n");
     let out = b.cli(&["app", "create", "--spec", &no_app, "-", "/x"]);
     b.ensure(!out.ok() && out.stderr.contains("app not defined, check app.star"), format!("{out}"));

@@ -17,7 +17,12 @@ fn parse(file: &str, text: &str) -> Result<AstModule, String> {
 fn star_error(e: starlark::Error) -> String {
     let message = e.without_diagnostic().to_string();
     let message = message.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("error");
-    let message = message.strip_prefix("error: ").unwrap_or(message).to_string();
+    let message = message.strip_prefix("error: ").unwrap_or(message);
+    // Clace's (Go starlark's) wording for an undefined name, e.g. `type=INVALID`.
+    let message = match message.strip_prefix("Variable `").and_then(|m| m.strip_suffix("` not found")) {
+        Some(name) => format!("undefined: {name}"),
+        None => message.to_string(),
+    };
     match e.span() {
         Some(span) => format!("{}:{}: {message}", span.filename(), span.resolve_span().begin.line + 1),
         None => message,
