@@ -3,7 +3,7 @@
 //! same name. Each spec folder holds `spec.toml` and the files copied into build contexts, or
 //! is a Clace-format spec folder (`app.star`, `params.star`: see `declare::spec_star`). A spec
 //! may also be named by the absolute path of its folder (`--spec /path/to/folder`); it is read
-//! from there on every lookup.
+//! from there at its first lookup and kept for the server's life.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,6 +37,8 @@ pub struct Catalog {
     specs: BTreeMap<String, SpecRef>,
     /// Clace-format specs found in `spec_dirs` that berth cannot serve, with the reason.
     unsupported: BTreeMap<String, String>,
+    /// Spec folders named by path, read at their first lookup (as `spec_dirs` are at start).
+    by_path: Arc<std::sync::Mutex<BTreeMap<String, SpecRef>>>,
 }
 
 impl Catalog {
@@ -80,14 +82,21 @@ impl Catalog {
                 }
             }
         }
-        Ok(Catalog { specs, unsupported })
+        Ok(Catalog { specs, unsupported, by_path: Default::default() })
     }
 
     /// The spec named `name`: a catalog name, or the absolute path of a spec folder.
     pub fn lookup(&self, name: Option<&str>) -> Result<SpecRef, SpecError> {
         let name = name.ok_or_else(|| SpecError::Missing(self.names()))?;
         if name.starts_with('/') {
-            return load_path(Path::new(name)).map(Arc::new);
+            let cached = self.by_path.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned();
+            if let Some(spec) = cached {
+                return Ok(spec);
+            }
+            // Read without the lock held; two first lookups at once read the folder twice.
+            let spec = Arc::new(load_path(Path::new(name))?);
+            self.by_path.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), spec.clone());
+            return Ok(spec);
         }
         if let Some(reason) = self.unsupported.get(name) {
             return Err(SpecError::Folder(reason.clone()));
@@ -330,6 +339,7 @@ mod clace_fixture_tests {
         assert_eq!(spec.name, dir, "named by its path, so the app's record finds it again");
         assert_eq!(spec.kind, SpecKind::Build);
         assert!(spec.files.contains_key("Containerfile") && !spec.files.contains_key("app.star"));
+        assert!(Arc::ptr_eq(&spec, &c.lookup(Some(dir)).unwrap()), "read once, then kept");
         let err = c.lookup(Some("/nonexistent/spec")).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/spec") && err.lines().count() == 1, "{err}");
     }
