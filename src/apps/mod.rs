@@ -7,6 +7,7 @@
 
 pub mod activity;
 pub mod builder;
+mod apply;
 mod create;
 mod events;
 pub mod health;
