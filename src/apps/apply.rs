@@ -173,9 +173,7 @@ impl Apps {
             )
             .map_err(|e| bad(at(e)))?;
             if let Action::Create = item.action {
-                if let Some(other) =
-                    self.apps.read().values().find(|a| a.record.path.conflicts_with(&item.path, dd))
-                {
+                if let Some(other) = self.apps.read().values().find(|a| a.record.path.conflicts_with(&item.path, dd)) {
                     return Err(bad(at(format!("App already exists at {}", other.record.path))));
                 }
                 self.check_create(&item.request).await.map_err(|e| bad(at(e.to_string())))?;
@@ -221,7 +219,8 @@ impl Apps {
         declared: DeclaredApp,
         glob: Option<&AppGlob>,
     ) -> Result<Option<Item>, AppError> {
-        let at = |e: String| AppError::BadRequest(format!("{}:{}: app {}: {e}", loaded.name, declared.line, declared.path));
+        let at =
+            |e: String| AppError::BadRequest(format!("{}:{}: app {}: {e}", loaded.name, declared.line, declared.path));
         let path = AppPath::parse(&declared.path, &self.config.default_domain).map_err(|e| at(e.to_string()))?;
         if glob.is_some_and(|g| !g.matches(&path)) {
             return Ok(None);
@@ -294,7 +293,8 @@ impl Apps {
                 Ok(Ready::Create { record, snapshot })
             }
             (Action::Update { target, .. }, Some((app, _))) => {
-                let spec = self.catalog.lookup(Some(&app.record.spec)).map_err(|e| AppError::BadRequest(e.to_string()))?;
+                let spec =
+                    self.catalog.lookup(Some(&app.record.spec)).map_err(|e| AppError::BadRequest(e.to_string()))?;
                 let mut cfg = app.record.stage.config.clone();
                 let refetch = (&cfg.git_branch, &cfg.git_commit) != (&target.git_branch, &target.git_commit);
                 set_fields(&mut cfg, target);
@@ -314,9 +314,9 @@ impl Apps {
                 }
                 Ok(Ready::Update { app: app.clone(), cfg, snapshot })
             }
-            (_, existing) => Ok(Ready::Nothing {
-                app_id: existing.as_ref().map(|(a, _)| a.record.id.clone()).unwrap_or_default(),
-            }),
+            (_, existing) => {
+                Ok(Ready::Nothing { app_id: existing.as_ref().map(|(a, _)| a.record.id.clone()).unwrap_or_default() })
+            }
         }
     }
 
@@ -433,7 +433,8 @@ impl Apps {
             if let (Some(now), Ok(stage)) =
                 (now, self.deploy(&before.record, Variant::Stage, &before.record.stage.config))
             {
-                let restored = Arc::new(App { record: before.record.clone(), prod: now.prod.clone(), stage: stage.clone() });
+                let restored =
+                    Arc::new(App { record: before.record.clone(), prod: now.prod.clone(), stage: stage.clone() });
                 self.replace(now.stage.clone(), stage, restored);
             }
             if let Some(s) = snapshot {

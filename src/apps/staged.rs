@@ -129,7 +129,11 @@ impl Apps {
 
     /// For built apps: the image name of `cfg`'s build inputs, from its snapshot (params such
     /// as the port, build args and spec defaults can change them).
-    pub(super) async fn refresh_image(&self, spec: &crate::specs::SpecRef, cfg: &mut AppConfig) -> Result<(), AppError> {
+    pub(super) async fn refresh_image(
+        &self,
+        spec: &crate::specs::SpecRef,
+        cfg: &mut AppConfig,
+    ) -> Result<(), AppError> {
         if spec.kind == SpecKind::Build {
             let (spec, dir) = (spec.clone(), cfg.snapshot.clone().unwrap_or_default());
             let (params, args) = (cfg.params.clone(), cfg.build_args.clone());

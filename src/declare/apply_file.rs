@@ -110,9 +110,8 @@ fn string_dict(arg: &str, value: Option<Value>) -> anyhow::Result<BTreeMap<Strin
     let Some(value) = value.filter(|v| !v.is_none()) else {
         return Ok(BTreeMap::new());
     };
-    let serde_json::Value::Object(map) = value
-        .to_json_value()
-        .map_err(|e| anyhow::anyhow!("{arg} must be a dict of strings: {e}"))?
+    let serde_json::Value::Object(map) =
+        value.to_json_value().map_err(|e| anyhow::anyhow!("{arg} must be a dict of strings: {e}"))?
     else {
         anyhow::bail!("{arg} must be a dict, got {}", value.get_type());
     };
@@ -157,7 +156,9 @@ fn apply_builtins(builder: &mut GlobalsBuilder) {
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<NoneType> {
         if dev {
-            anyhow::bail!("app {path}: dev=True is not supported in apply files by berth (use `berth app create --dev`)");
+            anyhow::bail!(
+                "app {path}: dev=True is not supported in apply files by berth (use `berth app create --dev`)"
+            );
         }
         match optional_string("auth", auth)?.as_deref() {
             None | Some("none") => {}
@@ -197,7 +198,8 @@ fn apply_builtins(builder: &mut GlobalsBuilder) {
         if let Some(v) = collected(eval).config.get(key).cloned() {
             return Ok(eval.heap().alloc(v));
         }
-        default.ok_or_else(|| anyhow::anyhow!("config {key:?} has no value: pass --param {key}=VALUE or give a default"))
+        default
+            .ok_or_else(|| anyhow::anyhow!("config {key:?} has no value: pass --param {key}=VALUE or give a default"))
     }
 }
 
@@ -262,7 +264,10 @@ app("/x", config("src", "-"), spec="proxy", params={"url": "http://127.0.0.1:9"}
             ("\n\napp(\"/a\", \"-\", nope=1)\n", "apps.star:3:"),
             ("\napp(\"/a\", \"-\", params=[1])\n", "apps.star:2:"),
             ("\napp(\"/a\", \"-\", git_branch=3)\n", "apps.star:2:"),
-            ("app(\"/a\", \"-\")\napp(\"/a/\", \"-\")\n", "apps.star:2: app path /a/ is declared twice (first at line 1)"),
+            (
+                "app(\"/a\", \"-\")\napp(\"/a/\", \"-\")\n",
+                "apps.star:2: app path /a/ is declared twice (first at line 1)",
+            ),
             ("\n\n\napp(config(\"missing\"), \"-\")\n", "apps.star:4:"),
             ("app(\"/a\", \"-\", auth=\"system\")\n", "berth has no app authentication"),
             ("app(\"/a\", \"-\", git_auth=\"k\")\n", "git_auth is not supported"),
@@ -281,8 +286,10 @@ app("/x", config("src", "-"), spec="proxy", params={"url": "http://127.0.0.1:9"}
 
     #[test]
     fn empty_and_none_values_mean_unset() {
-        let file = eval("app(\"/a\", \"-\", spec=\"proxy\", git_branch=\"\", params=None, auth=\"none\", container_vols=[])\n")
-            .unwrap();
+        let file = eval(
+            "app(\"/a\", \"-\", spec=\"proxy\", git_branch=\"\", params=None, auth=\"none\", container_vols=[])\n",
+        )
+        .unwrap();
         assert_eq!(file.apps[0].git_branch, None);
         assert!(file.apps[0].params.is_empty());
     }

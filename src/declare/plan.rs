@@ -64,7 +64,10 @@ pub fn plan_app(
         ));
     }
     if spec != declared.spec {
-        return Err(format!("its spec is {spec}, the file declares {}: delete the app to change its spec", declared.spec));
+        return Err(format!(
+            "its spec is {spec}, the file declares {}: delete the app to change its spec",
+            declared.spec
+        ));
     }
     let empty = Fields::default();
     let base = last.map(|l| &l.fields).unwrap_or(&empty);
@@ -72,7 +75,12 @@ pub fn plan_app(
     let mut merge = Merge { clobber, changes: Vec::new(), kept: Vec::new() };
     let target = Fields {
         params: merge.map("param", &want.params, &base.params, &current.params),
-        container_options: merge.map("container option", &want.container_options, &base.container_options, &current.container_options),
+        container_options: merge.map(
+            "container option",
+            &want.container_options,
+            &base.container_options,
+            &current.container_options,
+        ),
         build_args: merge.map("container arg", &want.build_args, &base.build_args, &current.build_args),
         app_config: merge.map("app config", &want.app_config, &base.app_config, &current.app_config),
         git_branch: merge.value("git_branch", &want.git_branch, &base.git_branch, &current.git_branch),
@@ -125,7 +133,8 @@ impl Merge {
         let mut out = BTreeMap::new();
         for key in keys {
             let name = format!("{what} {key}");
-            let merged = self.value(&name, &want.get(key).cloned(), &base.get(key).cloned(), &current.get(key).cloned());
+            let merged =
+                self.value(&name, &want.get(key).cloned(), &base.get(key).cloned(), &current.get(key).cloned());
             if let Some(v) = merged {
                 out.insert(key.clone(), v);
             }
@@ -148,10 +157,7 @@ mod tests {
     use super::*;
 
     fn fields(params: &[(&str, &str)]) -> Fields {
-        Fields {
-            params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            ..Default::default()
-        }
+        Fields { params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), ..Default::default() }
     }
 
     fn decl(params: &[(&str, &str)]) -> Declaration {
@@ -167,7 +173,10 @@ mod tests {
     fn same_declaration_twice_changes_nothing() {
         let d = decl(&[("a", "1")]);
         let cur = fields(&[("a", "1")]);
-        assert_eq!(plan_app(&d, Some(("-", "proxy", &cur)), Some(&d), false).unwrap(), Action::NoChange { kept: vec![] });
+        assert_eq!(
+            plan_app(&d, Some(("-", "proxy", &cur)), Some(&d), false).unwrap(),
+            Action::NoChange { kept: vec![] }
+        );
     }
 
     #[test]
@@ -176,7 +185,8 @@ mod tests {
         // The CLI changed b since the last apply; the file changes a and b and adds c.
         let cur = fields(&[("a", "1"), ("b", "cli")]);
         let now = decl(&[("a", "2"), ("b", "2"), ("c", "3")]);
-        let Action::Update { target, changes, kept } = plan_app(&now, Some(("-", "proxy", &cur)), Some(&last), false).unwrap()
+        let Action::Update { target, changes, kept } =
+            plan_app(&now, Some(("-", "proxy", &cur)), Some(&last), false).unwrap()
         else {
             panic!("expected an update")
         };
@@ -192,8 +202,12 @@ mod tests {
         let cur = fields(&[("a", "cli"), ("extra", "x")]);
         let now = decl(&[("a", "1")]);
         // Without --clobber the file did not change a: the CLI's value and extra stay.
-        assert_eq!(plan_app(&now, Some(("-", "proxy", &cur)), Some(&last), false).unwrap(), Action::NoChange { kept: vec![] });
-        let Action::Update { target, .. } = plan_app(&now, Some(("-", "proxy", &cur)), Some(&last), true).unwrap() else {
+        assert_eq!(
+            plan_app(&now, Some(("-", "proxy", &cur)), Some(&last), false).unwrap(),
+            Action::NoChange { kept: vec![] }
+        );
+        let Action::Update { target, .. } = plan_app(&now, Some(("-", "proxy", &cur)), Some(&last), true).unwrap()
+        else {
             panic!("expected an update")
         };
         assert_eq!(target, fields(&[("a", "1")]));
@@ -204,7 +218,8 @@ mod tests {
         let last = decl(&[("a", "1"), ("b", "1")]);
         let cur = fields(&[("a", "1"), ("b", "cli")]);
         let now = decl(&[]);
-        let Action::Update { target, .. } = plan_app(&now, Some(("-", "proxy", &cur)), Some(&last), false).unwrap() else {
+        let Action::Update { target, .. } = plan_app(&now, Some(("-", "proxy", &cur)), Some(&last), false).unwrap()
+        else {
             panic!("expected an update")
         };
         assert_eq!(target, fields(&[("b", "cli")]));
@@ -214,7 +229,8 @@ mod tests {
     fn never_applied_app_keeps_cli_values_that_differ() {
         let cur = fields(&[("a", "cli"), ("other", "x")]);
         let now = decl(&[("a", "file"), ("new", "n")]);
-        let Action::Update { target, kept, .. } = plan_app(&now, Some(("-", "proxy", &cur)), None, false).unwrap() else {
+        let Action::Update { target, kept, .. } = plan_app(&now, Some(("-", "proxy", &cur)), None, false).unwrap()
+        else {
             panic!("expected an update")
         };
         assert_eq!(target, fields(&[("a", "cli"), ("new", "n"), ("other", "x")]));
@@ -228,7 +244,8 @@ mod tests {
         let mut now = last.clone();
         now.fields.git_branch = Some("dev".into());
         let cur = last.fields.clone();
-        let Action::Update { target, changes, .. } = plan_app(&now, Some(("-", "proxy", &cur)), Some(&last), false).unwrap()
+        let Action::Update { target, changes, .. } =
+            plan_app(&now, Some(("-", "proxy", &cur)), Some(&last), false).unwrap()
         else {
             panic!("expected an update")
         };

@@ -61,7 +61,11 @@ impl Store {
     /// that was part of a failed apply).
     pub async fn unstage(&self, app_id: &str, version: i64) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE apps SET stage_version = ? WHERE id = ?").bind(version).bind(app_id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE apps SET stage_version = ? WHERE id = ?")
+            .bind(version)
+            .bind(app_id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM app_versions WHERE app_id = ? AND version > ? AND version NOT IN (SELECT prod_version FROM apps WHERE id = ?)")
             .bind(app_id)
             .bind(version)
@@ -73,17 +77,15 @@ impl Store {
     }
 
     pub async fn insert_sync(&self, sync: &SyncRecord) -> anyhow::Result<()> {
-        sqlx::query(
-            "INSERT INTO syncs (id, file, minutes, options, secret, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&sync.id)
-        .bind(&sync.file)
-        .bind(sync.minutes)
-        .bind(&sync.options)
-        .bind(&sync.secret)
-        .bind(sync.created_at)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query("INSERT INTO syncs (id, file, minutes, options, secret, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(&sync.id)
+            .bind(&sync.file)
+            .bind(sync.minutes)
+            .bind(&sync.options)
+            .bind(&sync.secret)
+            .bind(sync.created_at)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -159,7 +161,10 @@ mod tests {
         let run = SyncRun { at: 6, commit: None, result: "failed", error: Some("boom") };
         store.record_sync_run("sync_1", &run).await.unwrap();
         let got = store.sync("sync_1").await.unwrap().unwrap();
-        assert_eq!((got.last_run_at, got.last_commit.as_deref(), got.last_error.as_deref()), (Some(6), Some("abc"), Some("boom")));
+        assert_eq!(
+            (got.last_run_at, got.last_commit.as_deref(), got.last_error.as_deref()),
+            (Some(6), Some("abc"), Some("boom"))
+        );
         assert!(store.delete_sync("sync_1").await.unwrap());
         assert!(store.sync("sync_1").await.unwrap().is_none());
     }
