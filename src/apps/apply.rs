@@ -44,6 +44,7 @@ struct Item {
 }
 
 /// A change fetched and checked, ready to be made.
+#[allow(clippy::large_enum_variant)] // a few per apply, kept in one Vec
 enum Ready {
     Create { record: AppRecord, snapshot: Option<PathBuf> },
     Update { app: Arc<App>, cfg: AppConfig, snapshot: Option<PathBuf> },

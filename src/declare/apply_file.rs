@@ -128,7 +128,7 @@ fn optional_string(arg: &str, value: Option<Value>) -> anyhow::Result<Option<Str
     match value.filter(|v| !v.is_none()) {
         None => Ok(None),
         Some(v) => match v.unpack_str() {
-            Some(s) if s.is_empty() => Ok(None),
+            Some("") => Ok(None),
             Some(s) => Ok(Some(s.to_string())),
             None => anyhow::bail!("{arg} must be a string, got {}", v.get_type()),
         },
