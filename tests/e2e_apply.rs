@@ -196,11 +196,12 @@ fn failing_files_change_nothing() {
     let good = "app(\"/internal\", \"-\", spec=\"proxy\", params={\"url\": \"http://127.0.0.1:8080\"})\n";
     let file = write_file(dir.path(), "apps.star", good);
     b.cli_ok(&["apply", &file]);
-    let (list, versions) = (b.app_list_raw(), all_versions(&b));
+    let (list, versions, sources) = (b.app_list_raw(), all_versions(&b), b.source_entries());
 
     // Each bad file also declares a valid new app and a change to /internal, which must not
     // happen either.
-    let prefix = "app(\"/new\", \"github.com/streamlit/streamlit-example\", spec=\"python-streamlit\", git_branch=\"master\")\n\
+    let prefix =
+        "app(\"/new\", \"github.com/streamlit/streamlit-example\", spec=\"python-streamlit\", git_branch=\"master\")\n\
                   app(\"/internal\", \"-\", spec=\"proxy\", params={\"url\": \"http://127.0.0.1:9999\"})\n";
     let cases = [
         ("syntax error", "app(\"/x\", \"-\", spec=\"proxy\"\n", "apps.star:"),
@@ -208,6 +209,13 @@ fn failing_files_change_nothing() {
         ("bad param", "app(\"/x\", \"-\", spec=\"proxy\", params={\"url\": \"not a url\"})\n", "url"),
         ("path conflict", "app(\"/internal/sub\", \"-\", spec=\"proxy\", params={\"url\": \"http://127.0.0.1:1\"})\n", "conflicts"),
         ("fetch error", "app(\"/x\", \"github.com/nobody/missing\", spec=\"python-streamlit\")\n", "nobody/missing"),
+        // Found only while making the changes (the image is pulled then): the app created and
+        // the version staged before it are undone.
+        (
+            "missing image",
+            "app(\"/img\", \"-\", spec=\"image\", params={\"image\": \"127.0.0.1:1/berth-e2e-no-such-image:1\", \"port\": \"80\"})\n",
+            "berth-e2e-no-such-image",
+        ),
         ("duplicate path", "app(\"/new\", \"-\", spec=\"proxy\", params={\"url\": \"http://127.0.0.1:1\"})\n", "declared twice"),
     ];
     for (what, bad, needle) in cases {
@@ -220,11 +228,14 @@ fn failing_files_change_nothing() {
         b.ensure(out.stderr.contains("apps.star:"), format!("{what}: the error should name the file and line: {out}"));
         b.ensure(b.app_list_raw() == list, format!("{what}: the app list changed"));
         b.ensure(all_versions(&b) == versions, format!("{what}: a version was added"));
+        b.ensure(
+            b.source_entries() == sources,
+            format!("{what}: files were left in sources/: {:?}", b.source_entries()),
+        );
     }
-    let leftovers: Vec<PathBuf> = b.source_entries();
     b.ensure(
-        leftovers.iter().all(|p| !p.display().to_string().contains(".fetch-")),
-        format!("failed applies left fetch folders: {leftovers:?}"),
+        b.log().lines().any(|l| l.contains("app deleted") && l.contains("app=/new")),
+        "the missing-image case should have created /new and then undone it",
     );
     let out = b.cli(&["apply", "/nonexistent/apps.star"]);
     b.ensure(out.code == 1 && is_single_error_line(&out.stderr), format!("missing file: {out}"));
@@ -235,7 +246,9 @@ fn cli_changes_are_kept_unless_clobber() {
     let forge = Forge::new();
     let b = forge.start(&[]);
     let dir = tempfile::tempdir().unwrap();
-    let decl = |x: &str| format!("app(\"/p\", \"-\", spec=\"proxy\", params={{\"url\": \"http://127.0.0.1:1\", \"X\": \"{x}\"}})\n");
+    let decl = |x: &str| {
+        format!("app(\"/p\", \"-\", spec=\"proxy\", params={{\"url\": \"http://127.0.0.1:1\", \"X\": \"{x}\"}})\n")
+    };
     let file = write_file(dir.path(), "apps.star", &decl("1"));
     b.cli_ok(&["apply", &file]);
     b.cli_ok(&["param", "update", "X", "cli", "/p"]);
@@ -266,7 +279,10 @@ fn apply_from_git_and_sync_picks_up_new_commits() {
     b.ensure(out.stdout.contains("1 app(s) created") && out.stdout.contains("at commit"), format!("git apply: {out}"));
     b.ensure(b.app("/synced")["params"]["url"] == "http://127.0.0.1:1", "app from the git file");
     let out = b.cli(&["apply", "--branch", "nope", file]);
-    b.ensure(out.code == 1 && is_single_error_line(&out.stderr) && out.stderr.contains("nope"), format!("bad branch: {out}"));
+    b.ensure(
+        out.code == 1 && is_single_error_line(&out.stderr) && out.stderr.contains("nope"),
+        format!("bad branch: {out}"),
+    );
 
     // A sync every 3 s (test setting): prints its id and secret, runs at once (no changes).
     let out = b.cli_ok(&["sync", "schedule", "--minutes", "0.05", "--promote", file]);
@@ -276,7 +292,10 @@ fn apply_from_git_and_sync_picks_up_new_commits() {
         .find_map(|l| l.strip_prefix("Sync id        : "))
         .map(str::to_string)
         .unwrap_or_else(|| b.fail(format!("no sync id printed: {out}")));
-    b.ensure(out.stdout.contains("Webhook secret : ") && out.stdout.contains("No changes."), format!("schedule: {out}"));
+    b.ensure(
+        out.stdout.contains("Webhook secret : ") && out.stdout.contains("No changes."),
+        format!("schedule: {out}"),
+    );
 
     // A new commit is picked up by the schedule, and promoted.
     let c2 = forge.commit(&repo, &[("deploy/apps.star", &decl("http://127.0.0.1:2"))], "two");
@@ -302,7 +321,10 @@ fn apply_from_git_and_sync_picks_up_new_commits() {
     let list = b.cli_ok(&["sync", "list"]).stdout;
     b.ensure(list.contains(&id) && list.contains(file), format!("sync list after a restart: {list}"));
     let out = b.cli(&["sync", "schedule", "--minutes", "0.5", file]);
-    b.ensure(out.code == 1 && out.stderr.contains("whole number"), format!("short interval without the test setting: {out}"));
+    b.ensure(
+        out.code == 1 && out.stderr.contains("whole number"),
+        format!("short interval without the test setting: {out}"),
+    );
     b.cli_ok(&["sync", "delete", &id]);
     let out = b.cli(&["sync", "run", &id]);
     b.ensure(out.code == 1 && out.stderr.contains("sync not found"), format!("deleted sync: {out}"));

@@ -203,7 +203,7 @@ impl Apps {
         if let Some(e) = failure {
             for r in &ready {
                 if let Ready::Create { snapshot: Some(s), .. } | Ready::Update { snapshot: Some(s), .. } = r {
-                    remove_dir_logged(s);
+                    discard_snapshot(s);
                 }
             }
             return Err(e);
@@ -287,7 +287,7 @@ impl Apps {
                 };
                 if let Err(e) = self.assemble(record.clone()) {
                     if let Some(s) = &snapshot {
-                        remove_dir_logged(s);
+                        discard_snapshot(s);
                     }
                     return Err(e);
                 }
@@ -309,7 +309,7 @@ impl Apps {
                 };
                 if let Err(e) = self.deploy(&app.record, Variant::Stage, &cfg) {
                     if let Some(s) = &snapshot {
-                        remove_dir_logged(s);
+                        discard_snapshot(s);
                     }
                     return Err(e);
                 }
@@ -347,7 +347,7 @@ impl Apps {
                         }
                         Err(e) => {
                             if let Some(s) = &snapshot {
-                                remove_dir_logged(s);
+                                discard_snapshot(s);
                             }
                             Err(e)
                         }
@@ -361,7 +361,7 @@ impl Apps {
                         }
                         Err(e) => {
                             if let Some(s) = &snapshot {
-                                remove_dir_logged(s);
+                                discard_snapshot(s);
                             }
                             Err(e)
                         }
@@ -383,7 +383,7 @@ impl Apps {
         if let Some(e) = failure {
             for r in pending {
                 if let Ready::Create { snapshot: Some(s), .. } | Ready::Update { snapshot: Some(s), .. } = r {
-                    remove_dir_logged(&s);
+                    discard_snapshot(&s);
                 }
             }
             self.undo(created, staged).await;
@@ -439,8 +439,19 @@ impl Apps {
                 self.replace(now.stage.clone(), stage, restored);
             }
             if let Some(s) = snapshot {
-                remove_dir_logged(&s);
+                discard_snapshot(&s);
             }
+        }
+    }
+}
+
+/// Removes a snapshot made by a change that is not made, and its app's sources folder if that
+/// is left empty (a create's).
+fn discard_snapshot(snapshot: &Path) {
+    remove_dir_logged(snapshot);
+    if let Some(root) = snapshot.parent() {
+        if std::fs::read_dir(root).map(|mut d| d.next().is_none()).unwrap_or(false) {
+            let _ = std::fs::remove_dir(root);
         }
     }
 }
