@@ -140,6 +140,35 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn applied_declaration_goes_with_its_app_and_unstage_drops_newer_versions() {
+        use crate::app_path::AppPath;
+        use crate::store::{AppConfig, AppRecord, Version};
+        let store = Store::in_memory().await.unwrap();
+        let v1 = Version { number: 1, config: AppConfig::default(), reason: "apply".into(), created_at: 1 };
+        let rec = AppRecord {
+            id: "app_1".into(),
+            path: AppPath { domain: String::new(), path: "/a".into() },
+            source_url: "-".into(),
+            spec: "proxy".into(),
+            created_at: 1,
+            prod: v1.clone(),
+            stage: v1,
+            previous_prod_version: 0,
+        };
+        store.insert_app(&rec).await.unwrap();
+        store.set_applied("app_1", "{\"a\":1}", "/f.star").await.unwrap();
+        store.set_applied("app_1", "{\"a\":2}", "/f.star").await.unwrap();
+        assert_eq!(store.applied_declarations().await.unwrap()["app_1"], "{\"a\":2}");
+        assert_eq!(store.add_version("app_1", &AppConfig::default(), "apply", false).await.unwrap(), 2);
+        store.unstage("app_1", 1).await.unwrap();
+        let app = &store.list_apps().await.unwrap()[0];
+        assert_eq!((app.prod.number, app.stage.number), (1, 1));
+        assert_eq!(store.versions("app_1").await.unwrap().len(), 1);
+        assert!(store.delete_app("app_1").await.unwrap(), "an applied app can be deleted");
+        assert!(store.applied_declarations().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
     async fn syncs_round_trip_and_runs_are_recorded() {
         let store = Store::in_memory().await.unwrap();
         let rec = SyncRecord {
