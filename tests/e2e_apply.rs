@@ -262,8 +262,9 @@ fn cli_changes_are_kept_unless_clobber() {
     let out = b.cli_ok(&["apply", "--clobber", &file]);
     b.ensure(out.stdout.contains("1 updated"), format!("apply --clobber: {out}"));
     b.ensure(stage_params(&b, "/p")["X"] == "3", "--clobber did not apply the file's value");
-    let out = b.cli_ok(&["apply", &file]);
-    b.ensure(out.stdout.contains("No changes."), format!("after --clobber the file is applied: {out}"));
+    // A relative file path is resolved by the CLI against its working folder.
+    let out = b.cli_in(dir.path(), &["apply", "apps.star"]);
+    b.ensure(out.ok() && out.stdout.contains("No changes."), format!("after --clobber the file is applied: {out}"));
 }
 
 #[test]
