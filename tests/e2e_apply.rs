@@ -316,6 +316,23 @@ fn apply_from_git_and_sync_picks_up_new_commits() {
     b.ensure(out.stdout.contains("1 updated"), format!("sync run: {out}"));
     b.ensure(stage_params(&b, "/synced")["url"] == "http://127.0.0.1:3", "sync run did not stage the new commit");
 
+    // A broken commit: `sync run` fails with the file's error, `sync list` shows it, nothing
+    // changes.
+    let versions = b.version_list_raw("/synced");
+    forge.commit(&repo, &[("deploy/apps.star", "app(\"/synced\", \"-\", spec=\"nope\")\n")], "broken");
+    let out = b.cli(&["sync", "run", &id]);
+    b.ensure(
+        out.code == 1 && is_single_error_line(&out.stderr) && out.stderr.contains("nope"),
+        format!("broken sync run: {out}"),
+    );
+    let list = b.cli_ok(&["sync", "list"]).stdout;
+    b.ensure(list.contains("failed") && list.contains("nope"), format!("sync list should show the failure: {list}"));
+    b.ensure(b.version_list_raw("/synced") == versions, "a failed sync changed the app");
+    let out = b.cli(&["sync", "schedule", "github.com/berthorg/config/deploy/missing.star"]);
+    b.ensure(out.code == 1 && is_single_error_line(&out.stderr), format!("schedule of a missing file: {out}"));
+    let syncs = b.cli_ok(&["sync", "list"]).stdout.lines().count();
+    b.ensure(syncs == 2, format!("a refused schedule stored a sync: {}", b.cli_ok(&["sync", "list"]).stdout));
+
     // Kept across a restart.
     b.stop_server();
     b.start_server_with_env(&[("GIT_CONFIG_GLOBAL", forge.gitconfig.as_str()), ("GIT_CONFIG_NOSYSTEM", "1")]);
