@@ -94,6 +94,7 @@ pub async fn list_syncs(apps: &Apps) -> Result<Vec<SyncInfo>, AppError> {
 pub async fn delete_sync(apps: &Apps, id: &str) -> Result<SyncInfo, AppError> {
     let rec = stored(apps, id).await?;
     apps.store.delete_sync(id).await?;
+    apps.admin.forget(&sync_lock_key(id));
     tracing::info!(sync = %id, "sync deleted");
     Ok(info(&rec))
 }
@@ -124,6 +125,10 @@ async fn run_record(
     forced: bool,
     cancel: &CancellationToken,
 ) -> Result<Option<ApplyResponse>, AppError> {
+    // One run of a sync at a time (the schedule, `sync run` and the webhook may meet); the
+    // record is read again once it is this run's turn.
+    let _one_at_a_time = apps.admin.app_mutex(&sync_lock_key(&rec.id)).lock_owned().await;
+    let rec = &stored(apps, &rec.id).await?;
     let opts: SyncOptions = serde_json::from_str(&rec.options).map_err(|e| AppError::Internal(e.into()))?;
     let result: Result<(Option<String>, Option<ApplyResponse>), AppError> = async {
         let remote = match SourceSpec::parse(&rec.file) {
@@ -216,6 +221,11 @@ async fn run_due(apps: &Apps, cancel: &CancellationToken) -> Duration {
         }
     }
     wait
+}
+
+/// The key of a sync's run mutex among the per-app admin mutexes (app ids never start so).
+fn sync_lock_key(id: &str) -> String {
+    format!("sync:{}", id.trim())
 }
 
 fn now_millis() -> i64 {
