@@ -185,6 +185,19 @@ fn issue_examples_apply_then_reapply_changes_nothing() {
     b.ensure(out.stdout.contains("promoted"), format!("apply --promote: {out}"));
     b.ensure(b.app("/internal")["params"]["url"] == "http://127.0.0.1:8082", "prod did not follow with --promote");
     b.ensure(b.prod_and_stage_versions("/internal") == (vec![3], vec![3]), "expected prod and stage at 3");
+
+    // A changed git_branch fetches the source again, at the new branch.
+    let repo = forge.root.join("streamlit/streamlit-example");
+    git(&repo, &["checkout", "-qb", "dev"]);
+    let cdev = forge.commit(&repo, &[("NEW.md", "dev\n")], "dev");
+    git(&repo, &["checkout", "-q", "master"]);
+    let dev_file = examples_file("http://127.0.0.1:8082").replace("git_branch=\"master\"", "git_branch=\"dev\"");
+    fs::write(&file, dev_file).unwrap();
+    let out = b.cli_ok(&["apply", &file]);
+    b.ensure(out.stdout.contains("git_branch \"master\" -> \"dev\""), format!("branch change: {out}"));
+    let vs = b.version_list("/misc/streamlit_example");
+    let stage = vs.iter().find(|v| v["stage"] == Value::Bool(true)).cloned().unwrap_or(Value::Null);
+    b.ensure(json_str(&stage["git_commit"]) == cdev, format!("stage should be at the dev commit {cdev}: {stage}"));
 }
 
 #[test]
@@ -233,6 +246,15 @@ fn failing_files_change_nothing() {
             format!("{what}: files were left in sources/: {:?}", b.source_entries()),
         );
     }
+    // A path taken by an app the file does not name.
+    fs::write(&file, "app(\"/internal/x\", \"-\", spec=\"proxy\", params={\"url\": \"http://127.0.0.1:1\"})\n")
+        .unwrap();
+    let out = b.cli(&["apply", &file]);
+    b.ensure(
+        out.code == 1 && is_single_error_line(&out.stderr) && out.stderr.contains("App already exists at /internal"),
+        format!("a path under an existing app: {out}"),
+    );
+    b.ensure(b.app_list_raw() == list, "a conflicting apply changed the app list");
     b.ensure(
         b.log().lines().any(|l| l.contains("app deleted") && l.contains("app=/new")),
         "the missing-image case should have created /new and then undone it",
