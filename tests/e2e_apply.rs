@@ -284,6 +284,16 @@ fn cli_changes_are_kept_unless_clobber() {
     let out = b.cli_ok(&["apply", "--clobber", &file]);
     b.ensure(out.stdout.contains("1 updated"), format!("apply --clobber: {out}"));
     b.ensure(stage_params(&b, "/p")["X"] == "3", "--clobber did not apply the file's value");
+    // A relative local source is resolved against the file's folder.
+    copy_dir(&fixture_app("container"), &dir.path().join("app"));
+    let local = write_file(dir.path(), "local.star", "app(\"/local\", \"./app\", spec=\"container\")\n");
+    b.cli_ok(&["apply", &local]);
+    let want = dir.path().join("app").display().to_string();
+    b.ensure(
+        json_str(&b.app("/local")["source_url"]) == want,
+        format!("source of /local should be {want}: {}", b.app("/local")),
+    );
+
     // A relative file path is resolved by the CLI against its working folder.
     let out = b.cli_in(dir.path(), &["apply", "apps.star"]);
     b.ensure(out.ok() && out.stdout.contains("No changes."), format!("after --clobber the file is applied: {out}"));

@@ -229,13 +229,13 @@ impl Apps {
         let spec = self.catalog.lookup(declared.spec.as_deref()).map_err(|e| at(e.to_string()))?;
         let source = declared.source.trim();
         let source = match SourceSpec::parse(source).map_err(at)? {
-            SourceSpec::Local(p) if p.is_relative() => match &loaded.base_dir {
-                Some(base) => base.join(&p).display().to_string(),
-                None => return Err(at(format!("relative source {source} in a file from git: use a git URL"))),
-            },
             SourceSpec::Local(p) if p.starts_with("~") => {
                 return Err(at(format!("source {} starts with ~: use an absolute path", p.display())))
             }
+            SourceSpec::Local(p) if p.is_relative() => match &loaded.base_dir {
+                Some(base) => std::path::absolute(base.join(&p)).map_err(|e| at(e.to_string()))?.display().to_string(),
+                None => return Err(at(format!("relative source {source} in a file from git: use a git URL"))),
+            },
             _ => source.to_string(),
         };
         let fields = Fields {
