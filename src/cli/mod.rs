@@ -214,6 +214,14 @@ mod tests {
             "berth param update --promote --dry-run K V /x"
         );
         assert_eq!(rewrite("berth app list -format json"), "berth app list --format json");
+        assert_eq!(
+            rewrite("berth apply -promote -approve -clobber -param k=v -branch main apps.star /x*"),
+            "berth apply --promote --approve --clobber --param k=v --branch main apps.star /x*"
+        );
+        assert_eq!(
+            rewrite("berth sync schedule -minutes 5 -promote f.star"),
+            "berth sync schedule --minutes 5 --promote f.star"
+        );
     }
 
     #[test]
