@@ -287,7 +287,12 @@ fn cli_changes_are_kept_unless_clobber() {
     // A relative local source is resolved against the file's folder.
     copy_dir(&fixture_app("container"), &dir.path().join("app"));
     let local = write_file(dir.path(), "local.star", "app(\"/local\", \"./app\", spec=\"container\")\n");
+    let p_versions = b.version_list_raw("/p");
     b.cli_ok(&["apply", &local]);
+    b.ensure(
+        b.version_list_raw("/p") == p_versions && b.find_app("/p").is_some(),
+        "an app the file does not name changed",
+    );
     let want = dir.path().join("app").display().to_string();
     b.ensure(
         json_str(&b.app("/local")["source_url"]) == want,
