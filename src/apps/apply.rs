@@ -122,7 +122,7 @@ impl Apps {
         cancel: &CancellationToken,
     ) -> Result<ApplyResponse, AppError> {
         let bad = AppError::BadRequest;
-        let file = apply_file::evaluate(&loaded.name, &loaded.content, &req.params).map_err(bad)?;
+        let file = evaluate(loaded, &req.params).await?;
         let glob = req.glob.as_deref().map(AppGlob::parse).transpose().map_err(bad)?;
         let mut items = Vec::new();
         for declared in file.apps {
@@ -443,6 +443,18 @@ impl Apps {
             }
         }
     }
+}
+
+/// Evaluates the file off the async workers (a file may compute for a while).
+pub(super) async fn evaluate(
+    loaded: &LoadedFile,
+    params: &std::collections::BTreeMap<String, String>,
+) -> Result<apply_file::ApplyFile, AppError> {
+    let (name, content, params) = (loaded.name.clone(), loaded.content.clone(), params.clone());
+    tokio::task::spawn_blocking(move || apply_file::evaluate(&name, &content, &params))
+        .await
+        .map_err(|e| AppError::Internal(e.into()))?
+        .map_err(AppError::BadRequest)
 }
 
 /// Removes a snapshot made by a change that is not made, and its app's sources folder if that

@@ -11,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::{AppError, Apps};
 use crate::api::{ApplyRequest, ApplyResponse, SyncInfo, SyncRunResponse, SyncScheduleRequest, SyncScheduleResponse};
-use crate::declare::apply_file;
 use crate::declare::sync::{self as plan, SyncOptions};
 use crate::ids;
 use crate::source::{self, SourceSpec};
@@ -57,7 +56,7 @@ pub async fn schedule_sync(
     let minutes = plan::check_minutes(req.minutes.unwrap_or(plan::DEFAULT_MINUTES), allow_short())
         .map_err(AppError::BadRequest)?;
     let loaded = apps.load_apply_file(&req.file, req.branch.as_deref(), &cancel).await?;
-    apply_file::evaluate(&loaded.name, &loaded.content, &req.params).map_err(AppError::BadRequest)?;
+    super::apply::evaluate(&loaded, &req.params).await?;
     let options = SyncOptions {
         branch: req.branch.clone(),
         params: req.params.clone(),
