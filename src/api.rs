@@ -155,3 +155,102 @@ pub struct DeleteResponse {
 pub struct ErrorBody {
     pub message: String,
 }
+
+/// `POST /v1/apply`: apply a declarative file (`berth apply`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ApplyRequest {
+    /// An absolute path on the server's machine, or a file in a git repository
+    /// (`github.com/org/repo/path/apps.star`).
+    pub file: String,
+    /// The branch of a git file (default: the repository's default branch).
+    pub branch: Option<String>,
+    /// Values for `config(key, default)` (`--param key=value`).
+    pub params: BTreeMap<String, String>,
+    /// Only the declared apps matching this glob are applied.
+    pub glob: Option<String>,
+    pub approve: bool,
+    pub promote: bool,
+    pub dry_run: bool,
+    pub clobber: bool,
+}
+
+/// What `berth apply` did (or, for a dry run, would do) to one declared app.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AppliedApp {
+    pub app_path: String,
+    /// `create`, `update` or `unchanged`.
+    pub action: String,
+    /// For updates: the changes staged.
+    pub changes: Vec<String>,
+    /// Values changed with the CLI since the last apply that were kept (no `--clobber`).
+    pub kept: Vec<String>,
+    /// The version stage serves afterwards (None for a dry run).
+    pub version: Option<i64>,
+    pub promoted: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyResponse {
+    pub file: String,
+    /// The commit a git file was read at.
+    pub commit: Option<String>,
+    pub dry_run: bool,
+    pub created: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+    pub apps: Vec<AppliedApp>,
+}
+
+/// `POST /v1/syncs`: schedule a sync (`berth sync schedule`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SyncScheduleRequest {
+    pub file: String,
+    pub branch: Option<String>,
+    pub params: BTreeMap<String, String>,
+    /// How often, in minutes (default 15).
+    pub minutes: Option<f64>,
+    pub promote: bool,
+    pub approve: bool,
+    pub clobber: bool,
+}
+
+/// One sync as `sync list` shows it. The webhook secret is only in [`SyncScheduleResponse`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SyncInfo {
+    pub id: String,
+    pub file: String,
+    pub branch: Option<String>,
+    pub minutes: f64,
+    pub promote: bool,
+    pub last_run_at: Option<i64>,
+    pub last_commit: Option<String>,
+    /// `applied`, `unchanged` (the file's commit did not change), `failed`; None before the
+    /// first run.
+    pub last_result: Option<String>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncScheduleResponse {
+    pub sync: SyncInfo,
+    /// The secret that signs `/_berth/webhook/sync` requests; shown only here.
+    pub webhook_secret: String,
+    /// The first run, made at once.
+    pub first_run: Option<ApplyResponse>,
+    pub first_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncList {
+    pub syncs: Vec<SyncInfo>,
+}
+
+/// What `sync run` did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncRunResponse {
+    pub sync: SyncInfo,
+    /// None when the file's commit had not changed (and the run was not forced).
+    pub applied: Option<ApplyResponse>,
+}

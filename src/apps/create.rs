@@ -19,39 +19,9 @@ impl Apps {
     /// Creates an app. `cancel` stops the source fetch (the admin client went away); once the
     /// source is fetched, the create runs to its end.
     pub async fn create(&self, req: CreateAppRequest, cancel: CancellationToken) -> Result<AppInfo, AppError> {
-        let bad = |e: &dyn std::fmt::Display| AppError::BadRequest(e.to_string());
-        let path = AppPath::parse(&req.path, &self.config.default_domain).map_err(|e| bad(&e))?;
+        let (path, spec, source) = self.check_create(&req).await?;
         let source_url = req.source_url.trim().to_string();
-        // A local source's own params.star counts from the first check (a git source's once fetched).
-        let local = Some(std::path::Path::new(&source_url)).filter(|p| p.is_absolute() && p.is_dir());
-        let spec = self.catalog.lookup_for(req.spec.as_deref(), local).map_err(|e| bad(&e))?;
-        spec.check_source(&source_url).map_err(|e| bad(&e))?;
-        let source = SourceSpec::parse(&source_url).map_err(AppError::BadRequest)?;
-        for key in req.params.keys() {
-            crate::specs::check_param_key(key).map_err(|e| bad(&e))?;
-        }
-        // A git source may bring its own params.star: its params are checked once it is fetched.
-        if !matches!(source, SourceSpec::Git { .. }) {
-            spec.check_params(&req.params).map_err(|e| bad(&e))?;
-        }
-        source::check_ref("branch", req.git_branch.as_deref()).map_err(AppError::BadRequest)?;
-        source::check_ref("commit", req.git_commit.as_deref()).map_err(AppError::BadRequest)?;
-        settings::resolve(&self.config.container, &spec, &req.app_config).map_err(AppError::BadRequest)?;
-        engine::options::parse(&req.container_options, self.config.container.allow_host_access)
-            .map_err(AppError::BadRequest)?;
-        if spec.kind != SpecKind::Build && !req.build_args.is_empty() {
-            return Err(AppError::BadRequest(format!("spec {} builds nothing: --carg is not allowed", spec.name)));
-        }
-        self.check_secrets(req.params.values().chain(req.build_args.values())).await?;
-        let mut config = AppConfig {
-            params: req.params.clone(),
-            app_config: req.app_config.clone(),
-            build_args: req.build_args.clone(),
-            container_options: req.container_options.clone(),
-            git_branch: req.git_branch.clone(),
-            git_commit: req.git_commit.clone(),
-            ..Default::default()
-        };
+        let mut config = config_of(&req);
         let id = format!("app_prd_{}", ids::random_id(20));
         // Held until the app is published (or the create fails or is cancelled).
         let _reserved = self.reserve_path(&path)?;
@@ -79,7 +49,55 @@ impl Apps {
         result
     }
 
-    async fn finish_create(&self, record: AppRecord, dry_run: bool) -> Result<AppInfo, AppError> {
+    /// Checks a create request (path, spec, source, and [`Apps::check_config`]) without
+    /// changing anything; returns the parsed path, spec and source.
+    pub(super) async fn check_create(
+        &self,
+        req: &CreateAppRequest,
+    ) -> Result<(AppPath, crate::specs::SpecRef, SourceSpec), AppError> {
+        let bad = |e: &dyn std::fmt::Display| AppError::BadRequest(e.to_string());
+        let path = AppPath::parse(&req.path, &self.config.default_domain).map_err(|e| bad(&e))?;
+        let source_url = req.source_url.trim().to_string();
+        // A local source's own params.star counts from the first check (a git source's once fetched).
+        let local = Some(std::path::Path::new(&source_url)).filter(|p| p.is_absolute() && p.is_dir());
+        let spec = self.catalog.lookup_for(req.spec.as_deref(), local).map_err(|e| bad(&e))?;
+        spec.check_source(&source_url).map_err(|e| bad(&e))?;
+        let source = SourceSpec::parse(&source_url).map_err(AppError::BadRequest)?;
+        // A git source may bring its own params.star: its params are checked once it is fetched.
+        let params_known = !matches!(source, SourceSpec::Git { .. });
+        self.check_config(&spec, &config_of(req), params_known).await?;
+        Ok((path, spec, source))
+    }
+
+    /// Checks an app configuration against its spec: param names and values, branch and
+    /// commit, settings, container options, build args, secret templates. `params_known`:
+    /// false while a git source that may bring its own `params.star` is not fetched yet (its
+    /// param values are then checked once it is).
+    pub(super) async fn check_config(
+        &self,
+        spec: &crate::specs::Spec,
+        cfg: &AppConfig,
+        params_known: bool,
+    ) -> Result<(), AppError> {
+        let bad = |e: &dyn std::fmt::Display| AppError::BadRequest(e.to_string());
+        for key in cfg.params.keys() {
+            crate::specs::check_param_key(key).map_err(|e| bad(&e))?;
+        }
+        if params_known {
+            spec.check_params(&cfg.params).map_err(|e| bad(&e))?;
+        }
+        source::check_ref("branch", cfg.git_branch.as_deref()).map_err(AppError::BadRequest)?;
+        source::check_ref("commit", cfg.git_commit.as_deref()).map_err(AppError::BadRequest)?;
+        settings::resolve(&self.config.container, spec, &cfg.app_config).map_err(AppError::BadRequest)?;
+        engine::options::parse(&cfg.container_options, self.config.container.allow_host_access)
+            .map_err(AppError::BadRequest)?;
+        if spec.kind != SpecKind::Build && !cfg.build_args.is_empty() {
+            return Err(AppError::BadRequest(format!("spec {} builds nothing: --carg is not allowed", spec.name)));
+        }
+        self.check_secrets(cfg.params.values().chain(cfg.build_args.values())).await
+    }
+
+    pub(super) async fn finish_create(&self, record: AppRecord, dry_run: bool) -> Result<AppInfo, AppError> {
         let app = self.assemble(record.clone())?;
         if let Some(rt) = app.prod.runtime() {
             if let plan::ImageSource::Existing(image) = &rt.plan().image {
@@ -196,6 +214,19 @@ impl Apps {
         self.admin.forget(&app.record.id);
         tracing::info!(app = %app.record.path, "app deleted");
         Ok(info)
+    }
+}
+
+/// The first version's configuration a create request asks for.
+pub(super) fn config_of(req: &CreateAppRequest) -> AppConfig {
+    AppConfig {
+        params: req.params.clone(),
+        app_config: req.app_config.clone(),
+        build_args: req.build_args.clone(),
+        container_options: req.container_options.clone(),
+        git_branch: req.git_branch.clone(),
+        git_commit: req.git_commit.clone(),
+        ..Default::default()
     }
 }
 

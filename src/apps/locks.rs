@@ -36,7 +36,7 @@ impl Drop for PathReservation<'_> {
 }
 
 impl AdminLocks {
-    fn app_mutex(&self, app_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub(super) fn app_mutex(&self, app_id: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.apps.lock().unwrap().entry(app_id.to_string()).or_default().clone()
     }
 

@@ -6,6 +6,7 @@
 //! writes SQL itself: it calls `build`, `store` and `engine`.
 
 pub mod activity;
+mod apply;
 pub mod builder;
 mod create;
 mod events;
@@ -18,6 +19,7 @@ mod retire;
 pub mod runtime;
 pub mod settings;
 mod staged;
+mod sync;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -40,6 +42,7 @@ use plan::Backend;
 use runtime::ContainerRuntime;
 
 pub use staged::{ChangeOutcome, ConfigChange, ReloadOutcome, VersionTarget};
+pub use sync::{delete_sync, list_syncs, run_sync, schedule_sync, sync_webhook_secret, SyncOutcome, SHORT_SYNC_ENV};
 
 /// The two places an app is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -289,6 +292,7 @@ impl Apps {
         }
         apps.rebuild_routes();
         events::spawn_watcher(&apps);
+        sync::spawn_scheduler(&apps);
         Ok(apps)
     }
 

@@ -127,8 +127,18 @@ impl Apps {
                 settings::resolve(&self.config.container, &spec, &cfg.app_config).map_err(AppError::BadRequest)?;
             }
         }
+        self.refresh_image(&spec, &mut cfg).await?;
+        self.stage_version(app, cfg, &change.describe(), promote, dry_run).await
+    }
+
+    /// For built apps: the image name of `cfg`'s build inputs, from its snapshot (params such
+    /// as the port, build args and spec defaults can change them).
+    pub(super) async fn refresh_image(
+        &self,
+        spec: &crate::specs::SpecRef,
+        cfg: &mut AppConfig,
+    ) -> Result<(), AppError> {
         if spec.kind == SpecKind::Build {
-            // Params (the port), build args and spec defaults can change the image's inputs.
             let (spec, dir) = (spec.clone(), cfg.snapshot.clone().unwrap_or_default());
             let (params, args) = (cfg.params.clone(), cfg.build_args.clone());
             let prepared =
@@ -138,12 +148,12 @@ impl Apps {
                     .map_err(AppError::BadRequest)?;
             cfg.image = Some(prepared.image);
         }
-        self.stage_version(app, cfg, &change.describe(), promote, dry_run).await
+        Ok(())
     }
 
     /// Stores `cfg` as the stage's new version and puts it in service (and prod, if
     /// `promote`). Checks the whole configuration first.
-    async fn stage_version(
+    pub(super) async fn stage_version(
         &self,
         app: Arc<App>,
         cfg: AppConfig,
@@ -169,7 +179,7 @@ impl Apps {
     }
 
     /// Publishes `updated` (which holds `new` in place of `old`) and retires `old`.
-    fn replace(&self, old: Arc<Deployment>, new: Arc<Deployment>, updated: Arc<App>) {
+    pub(super) fn replace(&self, old: Arc<Deployment>, new: Arc<Deployment>, updated: Arc<App>) {
         self.spawn_reaper(&new);
         self.publish(updated);
         self.tasks.spawn(retire(self.engine.clone(), old, new, self.apps.clone()));
@@ -188,7 +198,7 @@ impl Apps {
         Ok(ChangeOutcome { app: current.info(), version, promoted })
     }
 
-    async fn promote_locked(&self, app: Arc<App>) -> Result<bool, AppError> {
+    pub(super) async fn promote_locked(&self, app: Arc<App>) -> Result<bool, AppError> {
         if app.record.prod.number == app.record.stage.number {
             return Ok(false);
         }

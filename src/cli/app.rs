@@ -336,7 +336,7 @@ fn spec_arg(spec: &str) -> anyhow::Result<String> {
 
 /// Local sources (a path starting with `/`, `.` or `~`, or an existing folder) are made
 /// absolute relative to the CLI's working folder and must exist.
-fn absolute_source(source: &str) -> anyhow::Result<String> {
+pub(super) fn absolute_source(source: &str) -> anyhow::Result<String> {
     let s = source.trim();
     let local = s.starts_with('/') || s.starts_with('.') || s.starts_with('~');
     if s == "-" || (!local && !std::path::Path::new(s).is_dir()) {
@@ -352,7 +352,7 @@ fn absolute_source(source: &str) -> anyhow::Result<String> {
 }
 
 /// `K=V` entries (split on the first `=`) into a map: `--param`, `--conf`, `--carg`.
-fn parse_kv(entries: &[String], what: &str) -> Result<BTreeMap<String, String>, String> {
+pub(super) fn parse_kv(entries: &[String], what: &str) -> Result<BTreeMap<String, String>, String> {
     let mut map = BTreeMap::new();
     for e in entries {
         match e.split_once('=') {

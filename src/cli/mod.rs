@@ -2,11 +2,13 @@
 //! socket (see `client`); they never touch the engine or the database directly.
 
 mod app;
+mod apply;
 mod client;
 mod output;
 mod param;
 mod server;
 mod spec;
+mod sync;
 mod version;
 
 use std::ffi::OsString;
@@ -49,6 +51,11 @@ enum Command {
     /// Show the app specs the server knows.
     #[command(subcommand)]
     Spec(spec::SpecCommand),
+    /// Create and update apps from a declarative file (Clace's apply format).
+    Apply(apply::ApplyArgs),
+    /// Re-apply an apply file on a schedule.
+    #[command(subcommand)]
+    Sync(sync::SyncCommand),
 }
 
 /// Runs the CLI and returns the process exit code: 0 on success, 1 on any error (one line
@@ -168,6 +175,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Param(cmd) => with_client(&home, |client| async move { param::run(cmd, &client).await }),
         Command::Version(cmd) => with_client(&home, |client| async move { version::run(cmd, &client).await }),
         Command::Spec(cmd) => with_client(&home, |client| async move { spec::run(cmd, &client).await }),
+        Command::Apply(args) => with_client(&home, |client| async move { apply::run(args, &client).await }),
+        Command::Sync(cmd) => with_client(&home, |client| async move { sync::run(cmd, &client).await }),
     }
 }
 
@@ -205,6 +214,14 @@ mod tests {
             "berth param update --promote --dry-run K V /x"
         );
         assert_eq!(rewrite("berth app list -format json"), "berth app list --format json");
+        assert_eq!(
+            rewrite("berth apply -promote -approve -clobber -param k=v -branch main apps.star /x*"),
+            "berth apply --promote --approve --clobber --param k=v --branch main apps.star /x*"
+        );
+        assert_eq!(
+            rewrite("berth sync schedule -minutes 5 -promote f.star"),
+            "berth sync schedule --minutes 5 --promote f.star"
+        );
     }
 
     #[test]

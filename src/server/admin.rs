@@ -54,6 +54,14 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/versions/switch", post(version_switch))
         .route("/v1/specs", get(specs))
         .route("/v1/server/stop", post(stop))
+        .route("/v1/apply", post(super::admin_declare::apply))
+        .route(
+            "/v1/syncs",
+            get(super::admin_declare::sync_list)
+                .post(super::admin_declare::sync_schedule)
+                .delete(super::admin_declare::sync_delete),
+        )
+        .route("/v1/syncs/run", post(super::admin_declare::sync_run))
         .with_state(state)
 }
 
@@ -81,7 +89,7 @@ impl IntoResponse for AppError {
 /// change gets: a source fetch, the one long wait on something outside berth that a change
 /// makes before it changes anything, stops on it; everything else runs to its end. The task
 /// is tracked in `s.changes`, so server shutdown waits for it.
-async fn to_the_end<T, F, Fut>(s: &AdminState, change: F) -> Result<T, AppError>
+pub(super) async fn to_the_end<T, F, Fut>(s: &AdminState, change: F) -> Result<T, AppError>
 where
     F: FnOnce(Arc<Apps>, CancellationToken) -> Fut,
     Fut: std::future::Future<Output = Result<T, AppError>> + Send + 'static,

@@ -3,6 +3,7 @@
 //! `proxy` and the admin API together and runs them.
 
 mod admin;
+mod admin_declare;
 mod http;
 pub mod tls;
 

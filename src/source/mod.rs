@@ -365,6 +365,25 @@ async fn git_fetch(
     git(&["rev-parse", "HEAD"], Some(dest), stop).await
 }
 
+/// The commit `branch` (default: the remote's `HEAD`) of `repo` points at, asked with
+/// `git ls-remote` (nothing is fetched), bounded and cancelled like a fetch.
+pub async fn remote_commit(repo: &str, branch: Option<&str>, limits: FetchLimits<'_>) -> anyhow::Result<String> {
+    check_ref("branch", branch).map_err(anyhow::Error::msg)?;
+    let stop = Stop {
+        deadline: tokio::time::Instant::now() + limits.timeout,
+        timeout: limits.timeout,
+        cancel: limits.cancel.child_token(),
+    };
+    let refname = branch.map(|b| format!("refs/heads/{b}")).unwrap_or_else(|| "HEAD".into());
+    let out = git(&["ls-remote", "--end-of-options", repo, &refname], None, &stop)
+        .await
+        .with_context(|| format!("cannot ask {repo} for its commit"))?;
+    out.split_whitespace()
+        .next()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("{repo} has no {}", branch.map(|b| format!("branch {b}")).unwrap_or("HEAD".into())))
+}
+
 /// Copies a folder (without `.git`), keeping modes and symlinks.
 fn copy_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dest)?;

@@ -12,6 +12,9 @@ use sqlx::Row;
 
 use crate::app_path::AppPath;
 
+mod declare;
+pub use declare::{SyncRecord, SyncRun};
+
 /// One configuration of an app.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
