@@ -152,3 +152,14 @@ pub struct DeleteResponse {
 pub struct ErrorBody {
     pub message: String,
 }
+
+/// `app webhook-secret`: the app's new webhook secret, shown once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WebhookSecretResponse {
+    pub app: AppInfo,
+    pub secret: String,
+    /// Reloads through the webhook also promote.
+    pub promote: bool,
+    /// The webhook's URLs on the HTTP and HTTPS listeners (those enabled).
+    pub urls: Vec<String>,
+}

@@ -18,6 +18,7 @@ mod retire;
 pub mod runtime;
 pub mod settings;
 mod staged;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -40,6 +41,7 @@ use plan::Backend;
 use runtime::ContainerRuntime;
 
 pub use staged::{ChangeOutcome, ConfigChange, ReloadOutcome, VersionTarget};
+pub use webhooks::WebhookTarget;
 
 /// The two places an app is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

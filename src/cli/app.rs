@@ -9,7 +9,9 @@ use tokio::io::AsyncWriteExt;
 
 use super::client::AdminClient;
 use super::output::{self, Format};
-use crate::api::{AppList, ChangeResponse, CreateAppRequest, CreateAppResponse, DeleteResponse, ReloadResponse};
+use crate::api::{
+    AppList, ChangeResponse, CreateAppRequest, CreateAppResponse, DeleteResponse, ReloadResponse, WebhookSecretResponse,
+};
 
 const DRY_RUN_NOTE: &str = "*** dry-run mode, changes have NOT been committed. ***";
 
@@ -34,6 +36,22 @@ pub enum AppCommand {
     UpdateMetadata(MetadataCommand),
     /// Show an app's container output.
     Logs(LogsArgs),
+    /// Create the app's reload webhook secret (or replace it with --rotate) and print it once.
+    /// A `POST /_berth/webhook/reload?app=APP` signed with it (GitHub's X-Hub-Signature-256)
+    /// reloads the app.
+    WebhookSecret(WebhookSecretArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WebhookSecretArgs {
+    /// Replace the app's existing secret (the old one stops working at once).
+    #[arg(long)]
+    rotate: bool,
+    /// Reloads through the webhook also promote the new version to prod.
+    #[arg(long, short = 'p')]
+    promote: bool,
+    /// The app's `[domain:]/path`.
+    app_path: String,
 }
 
 #[derive(Debug, Args)]
@@ -248,6 +266,19 @@ pub async fn run(cmd: AppCommand, client: &AdminClient) -> anyhow::Result<()> {
                 println!("Promoted apps: {}", resp.app.app_path);
             }
             dry_run_note(resp.dry_run);
+            Ok(())
+        }
+        AppCommand::WebhookSecret(a) => {
+            let query = [("path", a.app_path), ("rotate", a.rotate.to_string()), ("promote", a.promote.to_string())];
+            let r: WebhookSecretResponse =
+                client.json(Method::POST, "/v1/apps/webhook-secret", &query, None::<&()>).await?;
+            println!("Webhook secret for {} (shown only now):", r.app.app_path);
+            println!("{}", r.secret);
+            for url in &r.urls {
+                println!("URL: {url}");
+            }
+            let promote = if r.promote { "reloads and promotes" } else { "reloads stage" };
+            println!("A POST signed with it (X-Hub-Signature-256: sha256=<HMAC-SHA256 of the body>) {promote}.");
             Ok(())
         }
         AppCommand::Logs(a) => {

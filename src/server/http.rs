@@ -30,6 +30,8 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Frontend {
     pub apps: Arc<Apps>,
     pub proxy: Proxy,
+    /// `/_berth/...`: the webhooks, answered before any app is routed.
+    pub webhooks: super::webhook::Webhooks,
 }
 
 impl Frontend {
@@ -41,6 +43,9 @@ impl Frontend {
     pub async fn handle(&self, mut req: Request<Incoming>, client: ClientInfo) -> Response<ProxyBody> {
         if let Err(e) = normalize_request_path(&mut req) {
             return error_response(StatusCode::BAD_REQUEST, &e.to_string());
+        }
+        if req.uri().path().starts_with(super::webhook::PREFIX) {
+            return self.webhooks.handle(req).await;
         }
         let path = req.uri().path();
         let host = req

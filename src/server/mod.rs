@@ -5,6 +5,7 @@
 mod admin;
 mod http;
 pub mod tls;
+pub mod webhook;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -49,7 +50,11 @@ pub async fn run(home: Home) -> anyhow::Result<()> {
     let store = Store::open(&home.database()).await.context("cannot open the metadata database")?;
     let engine = Engine::open(&config.engine.endpoint).await?;
     let apps = Apps::load(config.clone(), home.clone(), instance, store.clone(), engine).await?;
-    let frontend = Arc::new(http::Frontend { apps: apps.clone(), proxy: Proxy::new(&config.proxy)? });
+    // Admin changes, also those a webhook starts: shutdown waits for them.
+    let changes = tokio_util::task::TaskTracker::new();
+    // Syncs (`/_berth/webhook/sync`) are wired in here once they exist: `syncs: Some(..)`.
+    let webhooks = webhook::Webhooks { apps: apps.clone(), changes: changes.clone(), syncs: None };
+    let frontend = Arc::new(http::Frontend { apps: apps.clone(), proxy: Proxy::new(&config.proxy)?, webhooks });
 
     let admin_listener =
         UnixListener::bind(&socket_path).with_context(|| format!("cannot bind {}", socket_path.display()))?;
@@ -70,12 +75,8 @@ pub async fn run(home: Home) -> anyhow::Result<()> {
             )));
         }
     }
-    let admin_state = Arc::new(admin::AdminState {
-        apps: apps.clone(),
-        config: config.clone(),
-        stop: stop.clone(),
-        changes: tokio_util::task::TaskTracker::new(),
-    });
+    let admin_state =
+        Arc::new(admin::AdminState { apps: apps.clone(), config: config.clone(), stop: stop.clone(), changes });
     let admin_stop = stop.clone();
     let admin_router = admin::router(admin_state.clone());
     let admin_task = tokio::spawn(async move {
