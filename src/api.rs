@@ -30,6 +30,10 @@ pub struct CreateAppRequest {
     pub approve: bool,
     #[serde(default)]
     pub dry_run: bool,
+    /// Dev mode (`--dev`): built from the local folder as it is and rebuilt on every change;
+    /// no stage, never promoted.
+    #[serde(default)]
+    pub dev: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

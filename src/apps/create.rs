@@ -23,6 +23,9 @@ impl Apps {
         let path = AppPath::parse(&req.path, &self.config.default_domain).map_err(|e| bad(&e))?;
         let spec = self.catalog.lookup(req.spec.as_deref()).map_err(|e| bad(&e))?;
         let source_url = req.source_url.trim().to_string();
+        if req.dev {
+            super::dev::check_source(&source_url, &spec)?;
+        }
         spec.check_source(&source_url).map_err(|e| bad(&e))?;
         let source = SourceSpec::parse(&source_url).map_err(AppError::BadRequest)?;
         for key in req.params.keys() {
@@ -45,13 +48,20 @@ impl Apps {
             container_options: req.container_options.clone(),
             git_branch: req.git_branch.clone(),
             git_commit: req.git_commit.clone(),
+            dev: req.dev,
             ..Default::default()
         };
-        let id = format!("app_prd_{}", ids::random_id(20));
+        let id = format!("app_{}_{}", if req.dev { "dev" } else { "prd" }, ids::random_id(20));
         // Held until the app is published (or the create fails or is cancelled).
         let _reserved = self.reserve_path(&path)?;
         let snapshot = match source {
             SourceSpec::None => None,
+            // A dev app is built from its folder as it is: nothing is copied (and nothing of
+            // the user's folder is ever removed).
+            SourceSpec::Local(dir) if req.dev => {
+                self.prepare_dev(&spec, &dir, &mut config).await?;
+                None
+            }
             source => Some(self.fetch_and_prepare(&id, &spec.name, &mut config, &source, &cancel).await?),
         };
         let v1 = Version { number: 1, config, reason: "create".into(), created_at: now_secs() };
@@ -89,6 +99,9 @@ impl Apps {
         self.spawn_reaper(&app.stage);
         let info = app.info();
         self.publish(app);
+        if record.prod.config.dev {
+            self.spawn_dev_watcher(&record);
+        }
         tracing::info!(app = %record.path, id = %record.id, spec = %record.spec, "app created");
         Ok(info)
     }
@@ -158,6 +171,7 @@ impl Apps {
         if dry_run {
             return Ok(info);
         }
+        self.stop_dev_watcher(&app.record.id);
         self.store.delete_app(&app.record.id).await?;
         self.apps.write().remove(&app.record.id);
         self.rebuild_routes();
@@ -220,6 +234,7 @@ mod tests {
             git_commit: None,
             approve: true,
             dry_run: false,
+            dev: false,
         };
         let app = apps.create(request, CancellationToken::new()).await.unwrap();
         let _follower = apps.builder.build_log(&app.id);

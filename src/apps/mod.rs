@@ -8,6 +8,7 @@
 pub mod activity;
 pub mod builder;
 mod create;
+mod dev;
 mod events;
 pub mod health;
 pub mod lifecycle;
@@ -231,6 +232,10 @@ pub struct Apps {
     cancel: CancellationToken,
     /// Boot adoption ran (it waits for the engine when the server starts while it is down).
     adopted: std::sync::atomic::AtomicBool,
+    /// This registry itself, for the long-lived tasks that change apps (dev watchers).
+    me: std::sync::Weak<Apps>,
+    /// Each dev app's folder watcher (`dev.rs`), by app id: cancelled at delete.
+    dev_watchers: dev::Watchers,
 }
 
 impl Apps {
@@ -253,7 +258,9 @@ impl Apps {
             std::time::Duration::from_secs(config.container.build_timeout_secs),
             secrets.clone(),
         ));
-        let apps = Arc::new(Apps {
+        let apps = Arc::new_cyclic(|me| Apps {
+            me: me.clone(),
+            dev_watchers: dev::Watchers::default(),
             routes: ArcSwap::from_pointee(RouteTable::empty(&config.default_domain)),
             config,
             home,
@@ -288,6 +295,9 @@ impl Apps {
         for app in apps.apps.read().values() {
             apps.spawn_reaper(&app.prod);
             apps.spawn_reaper(&app.stage);
+            if app.record.prod.config.dev {
+                apps.spawn_dev_watcher(&app.record);
+            }
         }
         apps.rebuild_routes();
         events::spawn_watcher(&apps);
@@ -304,7 +314,11 @@ impl Apps {
 
     fn assemble(&self, record: AppRecord) -> Result<Arc<App>, AppError> {
         let prod = self.deploy(&record, Variant::Prod, &record.prod.config)?;
-        let stage = self.deploy(&record, Variant::Stage, &record.stage.config)?;
+        // A dev app has no stage: both names point at its one deployment (routed once).
+        let stage = match record.prod.config.dev {
+            true => prod.clone(),
+            false => self.deploy(&record, Variant::Stage, &record.stage.config)?,
+        };
         Ok(Arc::new(App { record, prod, stage }))
     }
 
@@ -325,6 +339,10 @@ impl Apps {
                     settings::resolve(&self.config.container, &spec, &cfg.app_config).map_err(AppError::BadRequest)?;
                 if !plan.strip_app && path.path != "/" {
                     settings.health_url = format!("{}{}", path.path, settings.health_url);
+                }
+                if cfg.dev {
+                    // A dev app is never idle-stopped: its developer may be looking at it.
+                    settings.idle_shutdown = std::time::Duration::ZERO;
                 }
                 AppBackend::Container(ContainerRuntime::new(
                     (record.id.clone(), variant),
@@ -450,6 +468,9 @@ impl Apps {
             })
             .cloned()
             .ok_or_else(|| AppError::NotFound(format!("app not found: {path}")))?;
+        if variant == Variant::Stage && app.record.prod.config.dev {
+            return Err(AppError::NotFound(format!("app not found: {path}_cl_stage (a dev app has no stage)")));
+        }
         Ok((app, variant))
     }
 

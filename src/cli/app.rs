@@ -85,6 +85,10 @@ pub struct CreateArgs {
     /// Check everything and print what would be created, without creating it.
     #[arg(long)]
     dry_run: bool,
+    /// Dev mode: the app is built from the local folder as it is and rebuilt and restarted
+    /// whenever a file in it changes. A dev app has no stage and is never promoted.
+    #[arg(long, short = 'd')]
+    dev: bool,
     /// The app's source: a local folder, a git URL (`github.com/org/repo/sub/dir`,
     /// `https://host/org/repo`, `git@host:org/repo`, `file:///path`), or `-` for specs that
     /// need none (image, proxy).
@@ -319,6 +323,7 @@ async fn create(a: CreateArgs, client: &AdminClient) -> anyhow::Result<()> {
         app_config,
         approve: a.approve,
         dry_run: a.dry_run,
+        dev: a.dev,
     };
     let resp: CreateAppResponse = client.json(Method::POST, "/v1/apps", &(), Some(&req)).await?;
     println!("      App: {}", resp.app.app_path);
