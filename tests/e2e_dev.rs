@@ -81,6 +81,13 @@ async fn dev_app_follows_its_folder() {
         format!("the build error should stay until the next good save: {again:?}"),
     );
 
+    // A folder that does not check out (no port known): its error on the page.
+    fs::write(&containerfile, good.replace("EXPOSE 8080", "")).unwrap();
+    let (g, _) =
+        poll(&client, &url, Duration::from_secs(30), |g| g.status == 502 && g.body.contains("port not specified"))
+            .await;
+    b.ensure(g.is_some(), format!("a Containerfile without a port should show its error on the page: {g:?}"));
+
     // The fix (and a new marker) restores the app.
     fs::write(&containerfile, &good).unwrap();
     set_container_marker(src.path(), &m("three"));

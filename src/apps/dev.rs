@@ -6,7 +6,9 @@
 //! container keeps serving, then puts a deployment of the new image in place: the old
 //! container is stopped and removed once the new one runs (`retire.rs`). A failed build is
 //! put in place too, so the app's page answers 502 with the build output until the next good
-//! save. No lock is held across the build; the swap takes the app's admin lock.
+//! save; a folder that does not check out (no Containerfile, no port) sets the deployment's
+//! `dev_error`, answered as 502 until a good save. No lock is held across the build; the swap
+//! takes the app's admin lock.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -141,7 +143,20 @@ impl Apps {
     /// One check of the dev app's folder by its watcher: rebuild and swap when it changed.
     async fn dev_reload(&self, app_id: &str) -> Result<(), AppError> {
         let Some(app) = self.apps.read().get(app_id).cloned() else { return Ok(()) };
-        let Some(image) = self.dev_changed_image(&app).await? else { return Ok(()) };
+        let image = match self.dev_changed_image(&app).await {
+            Ok(image) => {
+                app.prod.dev_error.store(None);
+                image
+            }
+            // The folder does not check out: shown on the app's page until a good save.
+            Err(AppError::BadRequest(e)) => {
+                tracing::warn!(app = %app.record.path, "dev app cannot be built: {e}");
+                app.prod.dev_error.store(Some(Arc::new(e)));
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(image) = image else { return Ok(()) };
         tracing::info!(app = %app.record.path, %image, "dev app changed: rebuilding");
         let started = std::time::Instant::now();
         let built = self.dev_build(&app, &image).await;

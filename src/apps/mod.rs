@@ -69,6 +69,9 @@ pub struct Deployment {
     pub backend: AppBackend,
     /// How long the proxy waits for response headers (`proxy.response_timeout_secs`).
     pub response_timeout: std::time::Duration,
+    /// A dev app whose folder no longer checks out (no Containerfile, no port...): requests
+    /// get this error until the next good save (`dev.rs`). Set in place: no swap, no lock.
+    pub dev_error: arc_swap::ArcSwapOption<String>,
 }
 
 pub enum AppBackend {
@@ -363,6 +366,7 @@ impl Apps {
             path,
             backend,
             response_timeout,
+            dev_error: arc_swap::ArcSwapOption::empty(),
         }))
     }
 

@@ -59,6 +59,9 @@ impl Frontend {
         // starting answers Gone: route again, to its replacement.
         for _ in 0..3 {
             let Some((app, app_path)) = self.route(host, path) else { break };
+            if let Some(error) = app.dev_error.load().as_deref() {
+                return error_response(StatusCode::BAD_GATEWAY, &format!("app {} cannot be built: {error}", app.path));
+            }
             let (target, guard) = match &app.backend {
                 AppBackend::Url(plan) => {
                     (Target::from_uri(&plan.url, &app_path, plan.preserve_host, app.response_timeout), None)
