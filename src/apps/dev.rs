@@ -25,7 +25,7 @@ use crate::store::{AppConfig, AppRecord};
 
 /// How long the folder must be quiet after a change before the app is rebuilt (editors write
 /// a file in several steps).
-pub const DEBOUNCE: Duration = Duration::from_millis(150);
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// The running watchers, by app id.
 #[derive(Default)]
