@@ -106,8 +106,23 @@ async fn dev_app_follows_its_folder() {
     );
     let out = b.cli(&["param", "update", "--promote", "X", "1", app]);
     b.ensure(out.code == 1 && out.stderr.contains("dev app"), format!("param update --promote of a dev app: {out}"));
+    let out = b.cli(&["version", "switch", "1", app]);
+    b.ensure(out.code == 1 && out.stderr.contains("dev app"), format!("version switch of a dev app: {out}"));
+    // A param update applies at once (prod and stage are the one deployment).
+    b.cli_ok(&["param", "update", "DEV_PARAM", "1", app]);
+    let (prod, stage) = b.prod_and_stage_versions(app);
+    b.ensure(
+        prod == stage && prod.len() == 1,
+        format!("a dev app's param update must serve at once: {prod:?} {stage:?}"),
+    );
+    let g = get_until_marker(&client, &url, &m("three"), Duration::from_secs(60)).await;
+    b.ensure(matches!(&g, Ok(g) if g.status == 200), format!("the dev app should serve after a param update: {g:?}"));
+    // Quiet for longer than the 1 s idle time the dev app ignores.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     b.ensure(b.app_state(app) == "running", format!("a dev app must not be idle-stopped: {}", b.app_state(app)));
+    let out = b.cli(&["app", "reload", "--promote", app]);
+    b.ensure(out.code == 1 && out.stderr.contains("dev app"), format!("reload --promote of a dev app: {out}"));
+    b.cli_ok(&["app", "reload", app]);
 
     // Delete leaves the developer's folder alone.
     b.cli_ok(&["app", "delete", app]);

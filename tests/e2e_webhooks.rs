@@ -141,6 +141,11 @@ async fn signed_webhook_reloads_and_bad_ones_change_nothing() {
     // Syncs are not wired in yet.
     let (status, text) = post(&b, &client, host, "sync?id=x", body.clone(), Some(&good)).await;
     b.ensure(status == 404 && text.contains("syncs are not enabled"), format!("sync route: {status} {text}"));
+    // GitHub's ping when the webhook is set up: 200, nothing reloads (counted below).
+    let url = b.http_url(host, &format!("/_berth/webhook/{query}"));
+    let ping = client.post(&url).header("x-github-event", "ping").header("x-hub-signature-256", &good);
+    let status = ping.body(body.clone()).send().await.map(|r| r.status().as_u16());
+    b.ensure(matches!(status, Ok(200)), format!("a signed ping should answer 200: {status:?}"));
 
     // The good one: 202 at once, then prod (promote) serves the new commit.
     let (status, text) = post(&b, &client, host, query, body.clone(), Some(&good)).await;
