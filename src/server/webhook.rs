@@ -135,7 +135,7 @@ impl Webhooks {
                     return error_response(StatusCode::BAD_REQUEST, "the app query parameter is required");
                 };
                 let Some(target) = self.apps.webhook_target(&app).await else {
-                    return unauthorized();
+                    return unauthorized_after_checking(&body, signature.as_deref());
                 };
                 if verify_signature(target.webhook.secret.as_bytes(), &body, signature.as_deref()).is_err() {
                     return unauthorized();
@@ -160,7 +160,9 @@ impl Webhooks {
                 let Some(id) = query.id.filter(|i| !i.trim().is_empty()) else {
                     return error_response(StatusCode::BAD_REQUEST, "the id query parameter is required");
                 };
-                let Some(secret) = syncs.secret(&id).await else { return unauthorized() };
+                let Some(secret) = syncs.secret(&id).await else {
+                    return unauthorized_after_checking(&body, signature.as_deref());
+                };
                 if verify_signature(&secret, &body, signature.as_deref()).is_err() {
                     return unauthorized();
                 }
@@ -193,6 +195,13 @@ async fn read_body(body: Incoming) -> Result<bytes::Bytes, Response<ProxyBody>> 
 
 fn unauthorized() -> Response<ProxyBody> {
     error_response(StatusCode::UNAUTHORIZED, UNAUTHORIZED)
+}
+
+/// The 401 for an unknown target, after the same HMAC work as for a known one, so that the
+/// answer's timing does not tell which targets exist.
+fn unauthorized_after_checking(body: &[u8], signature: Option<&str>) -> Response<ProxyBody> {
+    let _ = verify_signature(b"no such webhook target", body, signature);
+    unauthorized()
 }
 
 fn accepted(status: StatusCode, action: &str, target: &str, promote: bool, what: &str) -> Response<ProxyBody> {
