@@ -130,6 +130,11 @@ async fn signed_webhook_reloads_and_bad_ones_change_nothing() {
         b.ensure(status == 401, format!("{what}: expected 401, got {status} {text}"));
         b.ensure(!text.contains(&secret), format!("{what}: the answer leaks the secret: {text}"));
     }
+    // The HTTPS listener has the route too.
+    let https = b.https_url(host, &format!("/_berth/webhook/{query}"));
+    let resp = client.post(&https).header("x-hub-signature-256", &wrong).body(body.clone()).send().await;
+    let status = resp.map(|r| r.status().as_u16());
+    b.ensure(matches!(status, Ok(401)), format!("HTTPS webhook with a wrong signature: {status:?}"));
     // A correct signature of another body is wrong for this one.
     let (status, _) = post(&b, &client, host, query, b"{}".to_vec(), Some(&good)).await;
     b.ensure(status == 401, format!("a signature of another body must get 401, got {status}"));
