@@ -39,7 +39,7 @@ async fn poll(
 async fn dev_app_follows_its_folder() {
     let t0 = Instant::now();
     let mut cleanup = ImageCleanup(Vec::new());
-    let b = Berth::start_with("start_timeout_secs = 300");
+    let mut b = Berth::start_with("start_timeout_secs = 300");
     let n = nonce();
     let m = |s: &str| format!("berth-e2e-dev-{s}-{n}");
     let src = container_app_with_marker(&m("one"));
@@ -95,6 +95,20 @@ async fn dev_app_follows_its_folder() {
         poll(&client, &url, Duration::from_secs(60), |g| g.status == 200 && g.body.contains(&m("three"))).await;
     cleanup.add(b.app_image(app));
     b.ensure(g.is_some(), format!("the fixed app should serve again: {g:?} after {took:?}"));
+
+    // A restart serves the image built last and adopts its container (stored with the app).
+    let app_id = b.app_id(app);
+    let one = wait_until(Duration::from_secs(30), Duration::from_millis(100), || b.containers(&app_id).len() == 1);
+    b.ensure(one.is_some(), format!("replaced dev containers should be removed: {:?}", b.containers(&app_id)));
+    let before = b.single_container(&app_id);
+    b.stop_server();
+    b.start_server();
+    let g = get_until_marker(&client, &url, &m("three"), Duration::from_secs(60)).await;
+    b.ensure(matches!(&g, Ok(g) if g.status == 200), format!("after a restart the dev app should serve: {g:?}"));
+    b.ensure(
+        b.single_container(&app_id) == before,
+        format!("a restart should adopt the dev app's container {before}: {:?}", b.containers(&app_id)),
+    );
 
     // No stage, never promoted, not idle-stopped.
     let stage = get(&client, &b.http_url("localhost", "/devapp_cl_stage"), &[]).await;

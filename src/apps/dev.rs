@@ -129,12 +129,14 @@ impl Apps {
     }
 
     /// Puts a deployment of `image` in place of the dev app's current one (caller holds the
-    /// app's lock). The old container is stopped and removed once the new one runs.
-    fn dev_swap(&self, app: &App, image: String) -> Result<(), AppError> {
+    /// app's lock) and stores the image in the version it serves. The old container is
+    /// stopped and removed once the new one runs.
+    async fn dev_swap(&self, app: &App, image: String) -> Result<(), AppError> {
         let mut record = app.record.clone();
         record.prod.config.image = Some(image);
         record.stage = record.prod.clone();
         let dep = self.deploy(&record, Variant::Prod, &record.prod.config)?;
+        self.store.replace_version_config(&record.id, record.prod.number, &record.prod.config).await?;
         let updated = Arc::new(App { record, prod: dep.clone(), stage: dep.clone() });
         self.replace(app.prod.clone(), dep, updated);
         Ok(())
@@ -164,7 +166,7 @@ impl Apps {
         if now.record.id != app_id {
             return Ok(());
         }
-        self.dev_swap(&now, image)?;
+        self.dev_swap(&now, image).await?;
         match built {
             Ok(_) => {
                 tracing::info!(app = %now.record.path, ms = started.elapsed().as_millis() as u64, "dev app rebuilt")
@@ -190,7 +192,7 @@ impl Apps {
             return Ok(outcome);
         }
         outcome.built = self.dev_build(&app, &image).await?;
-        self.dev_swap(&app, image)?;
+        self.dev_swap(&app, image).await?;
         outcome.app = self.apps.read().get(&app.record.id).map(|a| a.info()).unwrap_or(outcome.app);
         Ok(outcome)
     }

@@ -12,6 +12,7 @@ use sqlx::Row;
 
 use crate::app_path::AppPath;
 
+mod dev;
 mod webhooks;
 pub use webhooks::AppWebhook;
 
