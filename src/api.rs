@@ -30,6 +30,10 @@ pub struct CreateAppRequest {
     pub approve: bool,
     #[serde(default)]
     pub dry_run: bool,
+    /// Dev mode (`--dev`): built from the local folder as it is and rebuilt on every change;
+    /// no stage, never promoted.
+    #[serde(default)]
+    pub dev: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -253,4 +257,15 @@ pub struct SyncRunResponse {
     pub sync: SyncInfo,
     /// None when the file's commit had not changed (and the run was not forced).
     pub applied: Option<ApplyResponse>,
+}
+
+/// `app webhook-secret`: the app's new webhook secret, shown once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WebhookSecretResponse {
+    pub app: AppInfo,
+    pub secret: String,
+    /// Reloads through the webhook also promote.
+    pub promote: bool,
+    /// The webhook's URLs on the HTTP and HTTPS listeners (those enabled).
+    pub urls: Vec<String>,
 }

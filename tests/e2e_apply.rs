@@ -346,12 +346,31 @@ fn apply_from_git_and_sync_picks_up_new_commits() {
 
     // `sync run` applies at once.
     b.cli_ok(&["sync", "delete", &id]);
-    let out = b.cli_ok(&["sync", "schedule", "--minutes", "60", file]);
-    let id = out.stdout.lines().find_map(|l| l.strip_prefix("Sync id        : ")).unwrap().to_string();
+    let schedule_out = b.cli_ok(&["sync", "schedule", "--minutes", "60", file]);
+    let id = schedule_out.stdout.lines().find_map(|l| l.strip_prefix("Sync id        : ")).unwrap().to_string();
     forge.commit(&repo, &[("deploy/apps.star", &decl("http://127.0.0.1:3"))], "three");
     let out = b.cli_ok(&["sync", "run", &id]);
     b.ensure(out.stdout.contains("1 updated"), format!("sync run: {out}"));
     b.ensure(stage_params(&b, "/synced")["url"] == "http://127.0.0.1:3", "sync run did not stage the new commit");
+
+    // The sync's webhook: a wrong signature gets 401 and runs nothing; the sync's own secret
+    // runs it (202) and the new commit is staged.
+    let secret =
+        schedule_out.stdout.lines().find_map(|l| l.strip_prefix("Webhook secret : ")).unwrap().trim().to_string();
+    forge.commit(&repo, &[("deploy/apps.star", &decl("http://127.0.0.1:4"))], "four");
+    let versions = b.version_list_raw("/synced");
+    let body = br#"{"ref":"refs/heads/main"}"#.to_vec();
+    let (status, text) = post_sync_webhook(&b, &id, &body, &sign("not the secret", &body));
+    b.ensure(status == 401, format!("a wrong signature must get 401: {status} {text}"));
+    let (status, text) = post_sync_webhook(&b, "no-such-sync", &body, &sign(&secret, &body));
+    b.ensure(status == 401, format!("an unknown sync must get 401: {status} {text}"));
+    b.ensure(b.version_list_raw("/synced") == versions, "a refused sync webhook changed the app");
+    let (status, text) = post_sync_webhook(&b, &id, &body, &sign(&secret, &body));
+    b.ensure(status == 202 && text.contains("sync started"), format!("signed sync webhook: {status} {text}"));
+    let seen = wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+        stage_params(&b, "/synced")["url"] == "http://127.0.0.1:4"
+    });
+    b.ensure(seen.is_some(), "the sync webhook did not stage the new commit within 60 s");
 
     // A broken commit: `sync run` fails with the file's error, `sync list` shows it, nothing
     // changes.
@@ -383,4 +402,29 @@ fn apply_from_git_and_sync_picks_up_new_commits() {
     b.cli_ok(&["sync", "delete", &id]);
     let out = b.cli(&["sync", "run", &id]);
     b.ensure(out.code == 1 && out.stderr.contains("sync not found"), format!("deleted sync: {out}"));
+}
+
+fn sign(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// POSTs a signed body to `/_berth/webhook/sync?id=`; returns the status and body.
+fn post_sync_webhook(b: &Berth, id: &str, body: &[u8], signature: &str) -> (u16, String) {
+    let url = b.http_url("127.0.0.1", &format!("/_berth/webhook/sync?id={id}"));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .post(&url)
+            .header("x-hub-signature-256", signature)
+            .header("x-github-event", "push")
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap_or_else(|e| b.fail(format!("POST {url}: {e}")));
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap_or_default())
+    })
 }

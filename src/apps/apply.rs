@@ -258,6 +258,9 @@ impl Apps {
             git_commit: fields.git_commit.clone(),
             approve: true,
             dry_run: false,
+            // `dev=True` is refused when the file is read: a dev app follows a folder on the
+            // server's machine, not a file in git.
+            dev: false,
         };
         let declaration = Declaration { source, spec: spec.name.clone(), fields };
         Ok(Some(Item { declared, path, declaration, request, existing: None, action: Action::Create }))

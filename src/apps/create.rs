@@ -22,11 +22,17 @@ impl Apps {
         let (path, spec, source) = self.check_create(&req).await?;
         let source_url = req.source_url.trim().to_string();
         let mut config = config_of(&req);
-        let id = format!("app_prd_{}", ids::random_id(20));
+        let id = format!("app_{}_{}", if req.dev { "dev" } else { "prd" }, ids::random_id(20));
         // Held until the app is published (or the create fails or is cancelled).
         let _reserved = self.reserve_path(&path)?;
         let snapshot = match source {
             SourceSpec::None => None,
+            // A dev app is built from its folder as it is: nothing is copied (and nothing of
+            // the user's folder is ever removed).
+            SourceSpec::Local(dir) if req.dev => {
+                self.prepare_dev(&spec, &dir, &mut config).await?;
+                None
+            }
             source => Some(self.fetch_and_prepare(&id, &spec.name, &mut config, &source, &cancel).await?),
         };
         let v1 = Version { number: 1, config, reason: "create".into(), created_at: now_secs() };
@@ -61,6 +67,9 @@ impl Apps {
         // A local source's own params.star counts from the first check (a git source's once fetched).
         let local = Some(std::path::Path::new(&source_url)).filter(|p| p.is_absolute() && p.is_dir());
         let spec = self.catalog.lookup_for(req.spec.as_deref(), local).map_err(|e| bad(&e))?;
+        if req.dev {
+            super::dev::check_source(&source_url, &spec)?;
+        }
         spec.check_source(&source_url).map_err(|e| bad(&e))?;
         let source = SourceSpec::parse(&source_url).map_err(AppError::BadRequest)?;
         // A git source may bring its own params.star: its params are checked once it is fetched.
@@ -112,6 +121,9 @@ impl Apps {
         self.spawn_reaper(&app.stage);
         let info = app.info();
         self.publish(app);
+        if record.prod.config.dev {
+            self.spawn_dev_watcher(&record);
+        }
         tracing::info!(app = %record.path, id = %record.id, spec = %record.spec, "app created");
         Ok(info)
     }
@@ -187,6 +199,7 @@ impl Apps {
         if dry_run {
             return Ok(info);
         }
+        self.stop_dev_watcher(&app.record.id);
         self.store.delete_app(&app.record.id).await?;
         self.apps.write().remove(&app.record.id);
         self.rebuild_routes();
@@ -226,6 +239,7 @@ pub(super) fn config_of(req: &CreateAppRequest) -> AppConfig {
         container_options: req.container_options.clone(),
         git_branch: req.git_branch.clone(),
         git_commit: req.git_commit.clone(),
+        dev: req.dev,
         ..Default::default()
     }
 }
@@ -262,6 +276,7 @@ mod tests {
             git_commit: None,
             approve: true,
             dry_run: false,
+            dev: false,
         };
         let app = apps.create(request, CancellationToken::new()).await.unwrap();
         let _follower = apps.builder.build_log(&app.id);

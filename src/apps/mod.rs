@@ -9,6 +9,7 @@ pub mod activity;
 mod apply;
 pub mod builder;
 mod create;
+mod dev;
 mod events;
 pub mod health;
 pub mod lifecycle;
@@ -20,6 +21,7 @@ pub mod runtime;
 pub mod settings;
 mod staged;
 mod sync;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -43,6 +45,7 @@ use runtime::ContainerRuntime;
 
 pub use staged::{ChangeOutcome, ConfigChange, ReloadOutcome, VersionTarget};
 pub use sync::{delete_sync, list_syncs, run_sync, schedule_sync, sync_webhook_secret, SyncOutcome, SHORT_SYNC_ENV};
+pub use webhooks::WebhookTarget;
 
 /// The two places an app is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,6 +72,9 @@ pub struct Deployment {
     pub backend: AppBackend,
     /// How long the proxy waits for response headers (`proxy.response_timeout_secs`).
     pub response_timeout: std::time::Duration,
+    /// A dev app whose folder no longer checks out (no Containerfile, no port...): requests
+    /// get this error until the next good save (`dev.rs`). Set in place: no swap, no lock.
+    pub dev_error: arc_swap::ArcSwapOption<String>,
 }
 
 pub enum AppBackend {
@@ -232,6 +238,10 @@ pub struct Apps {
     cancel: CancellationToken,
     /// Boot adoption ran (it waits for the engine when the server starts while it is down).
     adopted: std::sync::atomic::AtomicBool,
+    /// This registry itself, for the long-lived tasks that change apps (dev watchers).
+    me: std::sync::Weak<Apps>,
+    /// Each dev app's folder watcher (`dev.rs`), by app id: cancelled at delete.
+    dev_watchers: dev::Watchers,
 }
 
 impl Apps {
@@ -254,7 +264,9 @@ impl Apps {
             std::time::Duration::from_secs(config.container.build_timeout_secs),
             secrets.clone(),
         ));
-        let apps = Arc::new(Apps {
+        let apps = Arc::new_cyclic(|me| Apps {
+            me: me.clone(),
+            dev_watchers: dev::Watchers::default(),
             routes: ArcSwap::from_pointee(RouteTable::empty(&config.default_domain)),
             config,
             home,
@@ -289,6 +301,9 @@ impl Apps {
         for app in apps.apps.read().values() {
             apps.spawn_reaper(&app.prod);
             apps.spawn_reaper(&app.stage);
+            if app.record.prod.config.dev {
+                apps.spawn_dev_watcher(&app.record);
+            }
         }
         apps.rebuild_routes();
         events::spawn_watcher(&apps);
@@ -306,7 +321,11 @@ impl Apps {
 
     fn assemble(&self, record: AppRecord) -> Result<Arc<App>, AppError> {
         let prod = self.deploy(&record, Variant::Prod, &record.prod.config)?;
-        let stage = self.deploy(&record, Variant::Stage, &record.stage.config)?;
+        // A dev app has no stage: both names point at its one deployment (routed once).
+        let stage = match record.prod.config.dev {
+            true => prod.clone(),
+            false => self.deploy(&record, Variant::Stage, &record.stage.config)?,
+        };
         Ok(Arc::new(App { record, prod, stage }))
     }
 
@@ -330,6 +349,10 @@ impl Apps {
                 if !plan.strip_app && path.path != "/" {
                     settings.health_url = format!("{}{}", path.path, settings.health_url);
                 }
+                if cfg.dev {
+                    // A dev app is never idle-stopped: its developer may be looking at it.
+                    settings.idle_shutdown = std::time::Duration::ZERO;
+                }
                 AppBackend::Container(ContainerRuntime::new(
                     (record.id.clone(), variant),
                     self.instance.clone(),
@@ -349,6 +372,7 @@ impl Apps {
             path,
             backend,
             response_timeout,
+            dev_error: arc_swap::ArcSwapOption::empty(),
         }))
     }
 
@@ -454,6 +478,9 @@ impl Apps {
             })
             .cloned()
             .ok_or_else(|| AppError::NotFound(format!("app not found: {path}")))?;
+        if variant == Variant::Stage && app.record.prod.config.dev {
+            return Err(AppError::NotFound(format!("app not found: {path}_cl_stage (a dev app has no stage)")));
+        }
         Ok((app, variant))
     }
 

@@ -161,6 +161,9 @@ impl Apps {
         promote: bool,
         dry_run: bool,
     ) -> Result<ChangeOutcome, AppError> {
+        if app.record.prod.config.dev {
+            return self.change_dev_app(app, cfg, reason, promote, dry_run).await;
+        }
         let stage = self.deploy(&app.record, Variant::Stage, &cfg)?;
         if dry_run {
             let next = self.store.versions(&app.record.id).await?.last().map(|v| v.number + 1).unwrap_or(1);
@@ -188,6 +191,7 @@ impl Apps {
     /// Makes prod serve the stage's version.
     pub async fn promote(&self, path: &str, dry_run: bool) -> Result<ChangeOutcome, AppError> {
         let (_lock, app, _) = self.lock_app(path).await?;
+        super::dev::refuse_promote(&app)?;
         let version = app.record.stage.number;
         if dry_run {
             let promoted = app.record.prod.number != version;
@@ -245,6 +249,7 @@ impl Apps {
         dry_run: bool,
     ) -> Result<(i64, ChangeOutcome), AppError> {
         let (_lock, app, _) = self.lock_app(path).await?;
+        super::dev::refuse_promote(&app)?;
         let current = app.record.prod.number;
         let numbers: Vec<i64> = self.store.versions(&app.record.id).await?.iter().map(|v| v.number).collect();
         let number = match target {
@@ -313,6 +318,12 @@ impl Apps {
         cancel: CancellationToken,
     ) -> Result<ReloadOutcome, AppError> {
         let (_lock, app, _) = self.lock_app(path).await?;
+        if app.record.prod.config.dev {
+            if promote {
+                super::dev::refuse_promote(&app)?;
+            }
+            return self.reload_dev_app(app, dry_run).await;
+        }
         let source = SourceSpec::parse(&app.record.source_url).map_err(AppError::BadRequest)?;
         if source == SourceSpec::None {
             return Err(AppError::BadRequest(format!("app {} has no source to reload", app.record.path)));

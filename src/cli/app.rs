@@ -9,7 +9,9 @@ use tokio::io::AsyncWriteExt;
 
 use super::client::AdminClient;
 use super::output::{self, Format};
-use crate::api::{AppList, ChangeResponse, CreateAppRequest, CreateAppResponse, DeleteResponse, ReloadResponse};
+use crate::api::{
+    AppList, ChangeResponse, CreateAppRequest, CreateAppResponse, DeleteResponse, ReloadResponse, WebhookSecretResponse,
+};
 
 const DRY_RUN_NOTE: &str = "*** dry-run mode, changes have NOT been committed. ***";
 
@@ -34,6 +36,22 @@ pub enum AppCommand {
     UpdateMetadata(MetadataCommand),
     /// Show an app's container output.
     Logs(LogsArgs),
+    /// Create the app's reload webhook secret (or replace it with --rotate) and print it once.
+    /// A `POST /_berth/webhook/reload?app=APP` signed with it (GitHub's X-Hub-Signature-256)
+    /// reloads the app.
+    WebhookSecret(WebhookSecretArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WebhookSecretArgs {
+    /// Replace the app's existing secret (the old one stops working at once).
+    #[arg(long)]
+    rotate: bool,
+    /// Reloads through the webhook also promote the new version to prod.
+    #[arg(long, short = 'p')]
+    promote: bool,
+    /// The app's `[domain:]/path`.
+    app_path: String,
 }
 
 #[derive(Debug, Args)]
@@ -67,6 +85,10 @@ pub struct CreateArgs {
     /// Check everything and print what would be created, without creating it.
     #[arg(long)]
     dry_run: bool,
+    /// Dev mode: the app is built from the local folder as it is and rebuilt and restarted
+    /// whenever a file in it changes. A dev app has no stage and is never promoted.
+    #[arg(long, short = 'd')]
+    dev: bool,
     /// The app's source: a local folder, a git URL (`github.com/org/repo/sub/dir`,
     /// `https://host/org/repo`, `git@host:org/repo`, `file:///path`), or `-` for specs that
     /// need none (image, proxy).
@@ -250,6 +272,19 @@ pub async fn run(cmd: AppCommand, client: &AdminClient) -> anyhow::Result<()> {
             dry_run_note(resp.dry_run);
             Ok(())
         }
+        AppCommand::WebhookSecret(a) => {
+            let query = [("path", a.app_path), ("rotate", a.rotate.to_string()), ("promote", a.promote.to_string())];
+            let r: WebhookSecretResponse =
+                client.json(Method::POST, "/v1/apps/webhook-secret", &query, None::<&()>).await?;
+            println!("Webhook secret for {} (shown only now):", r.app.app_path);
+            println!("{}", r.secret);
+            for url in &r.urls {
+                println!("URL: {url}");
+            }
+            let promote = if r.promote { "reloads and promotes" } else { "reloads stage" };
+            println!("A POST signed with it (X-Hub-Signature-256: sha256=<HMAC-SHA256 of the body>) {promote}.");
+            Ok(())
+        }
         AppCommand::Logs(a) => {
             let query = [
                 ("path", Some(a.app_path)),
@@ -288,6 +323,7 @@ async fn create(a: CreateArgs, client: &AdminClient) -> anyhow::Result<()> {
         app_config,
         approve: a.approve,
         dry_run: a.dry_run,
+        dev: a.dev,
     };
     let resp: CreateAppResponse = client.json(Method::POST, "/v1/apps", &(), Some(&req)).await?;
     println!("      App: {}", resp.app.app_path);

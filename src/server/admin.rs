@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{
     AppList, ChangeResponse, CreateAppRequest, CreateAppResponse, DeleteResponse, ErrorBody, ParamsResponse,
-    ReloadResponse, SpecInfo, SpecParam, VersionInfo,
+    ReloadResponse, SpecInfo, SpecParam, VersionInfo, WebhookSecretResponse,
 };
 use crate::apps::builder::{BuildLog, BuildStatus};
 use crate::apps::{AppError, Apps, ChangeOutcome, ConfigChange, VersionTarget};
@@ -48,6 +48,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/apps/logs", get(logs))
         .route("/v1/apps/reload", post(reload))
         .route("/v1/apps/promote", post(promote))
+        .route("/v1/apps/webhook-secret", post(webhook_secret))
         .route("/v1/apps/params", get(params).post(param_update))
         .route("/v1/apps/metadata", post(metadata_update))
         .route("/v1/versions", get(versions))
@@ -189,6 +190,32 @@ async fn promote(
     let (path, dry_run) = (q.path, q.dry_run);
     let outcome = to_the_end(&s, |apps, _| async move { apps.promote(&path, dry_run).await }).await?;
     Ok(change(outcome, dry_run, None))
+}
+
+#[derive(Deserialize)]
+struct WebhookSecretQuery {
+    path: String,
+    #[serde(default)]
+    rotate: bool,
+    #[serde(default)]
+    promote: bool,
+}
+
+async fn webhook_secret(
+    State(s): State<Arc<AdminState>>,
+    Query(q): Query<WebhookSecretQuery>,
+) -> Result<Json<WebhookSecretResponse>, AppError> {
+    let (path, rotate, promote) = (q.path, q.rotate, q.promote);
+    let (app, secret) =
+        to_the_end(&s, |apps, _| async move { apps.create_webhook_secret(&path, rotate, promote).await }).await?;
+    let host = if app.domain.is_empty() { s.config.default_domain.clone() } else { app.domain.clone() };
+    let query = serde_urlencoded::to_string([("app", app.app_path.as_str())]).expect("a string pair encodes");
+    let urls = [("http", s.config.http.port), ("https", s.config.https.port)]
+        .into_iter()
+        .filter(|(_, port)| *port > 0)
+        .map(|(scheme, port)| format!("{scheme}://{host}:{port}/_berth/webhook/reload?{query}"))
+        .collect();
+    Ok(Json(WebhookSecretResponse { app, secret, promote: q.promote, urls }))
 }
 
 #[derive(Deserialize)]

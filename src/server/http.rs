@@ -30,6 +30,8 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Frontend {
     pub apps: Arc<Apps>,
     pub proxy: Proxy,
+    /// `/_berth/...`: the webhooks, answered before any app is routed.
+    pub webhooks: super::webhook::Webhooks,
 }
 
 impl Frontend {
@@ -41,6 +43,9 @@ impl Frontend {
     pub async fn handle(&self, mut req: Request<Incoming>, client: ClientInfo) -> Response<ProxyBody> {
         if let Err(e) = normalize_request_path(&mut req) {
             return error_response(StatusCode::BAD_REQUEST, &e.to_string());
+        }
+        if req.uri().path().starts_with(super::webhook::PREFIX) {
+            return self.webhooks.handle(req).await;
         }
         let path = req.uri().path();
         let host = req
@@ -54,6 +59,9 @@ impl Frontend {
         // starting answers Gone: route again, to its replacement.
         for _ in 0..3 {
             let Some((app, app_path)) = self.route(host, path) else { break };
+            if let Some(error) = app.dev_error.load().as_deref() {
+                return error_response(StatusCode::BAD_GATEWAY, &format!("app {} cannot be built: {error}", app.path));
+            }
             let (target, guard) = match &app.backend {
                 AppBackend::Url(plan) => {
                     (Target::from_uri(&plan.url, &app_path, plan.preserve_host, app.response_timeout), None)

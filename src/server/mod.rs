@@ -6,6 +6,7 @@ mod admin;
 mod admin_declare;
 mod http;
 pub mod tls;
+pub mod webhook;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -50,7 +51,10 @@ pub async fn run(home: Home) -> anyhow::Result<()> {
     let store = Store::open(&home.database()).await.context("cannot open the metadata database")?;
     let engine = Engine::open(&config.engine.endpoint).await?;
     let apps = Apps::load(config.clone(), home.clone(), instance, store.clone(), engine).await?;
-    let frontend = Arc::new(http::Frontend { apps: apps.clone(), proxy: Proxy::new(&config.proxy)? });
+    // Admin changes, also those a webhook starts: shutdown waits for them.
+    let changes = tokio_util::task::TaskTracker::new();
+    let webhooks = webhook::Webhooks { apps: apps.clone(), changes: changes.clone() };
+    let frontend = Arc::new(http::Frontend { apps: apps.clone(), proxy: Proxy::new(&config.proxy)?, webhooks });
 
     let admin_listener =
         UnixListener::bind(&socket_path).with_context(|| format!("cannot bind {}", socket_path.display()))?;
@@ -71,12 +75,8 @@ pub async fn run(home: Home) -> anyhow::Result<()> {
             )));
         }
     }
-    let admin_state = Arc::new(admin::AdminState {
-        apps: apps.clone(),
-        config: config.clone(),
-        stop: stop.clone(),
-        changes: tokio_util::task::TaskTracker::new(),
-    });
+    let admin_state =
+        Arc::new(admin::AdminState { apps: apps.clone(), config: config.clone(), stop: stop.clone(), changes });
     let admin_stop = stop.clone();
     let admin_router = admin::router(admin_state.clone());
     let admin_task = tokio::spawn(async move {

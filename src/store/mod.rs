@@ -14,6 +14,9 @@ use crate::app_path::AppPath;
 
 mod declare;
 pub use declare::{SyncRecord, SyncRun};
+mod dev;
+mod webhooks;
+pub use webhooks::AppWebhook;
 
 /// One configuration of an app.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +37,10 @@ pub struct AppConfig {
     pub snapshot: Option<String>,
     /// For built apps: the image name the build inputs hash to.
     pub image: Option<String>,
+    /// A dev app (`app create --dev`): built from its local folder as it is, rebuilt on every
+    /// change; no stage, never promoted.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dev: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
