@@ -298,11 +298,7 @@ impl Apps {
             }
             (Action::Update { target, .. }, Some((app, _))) => {
                 let mut cfg = app.record.stage.config.clone();
-                let snapshot = cfg.snapshot.as_deref().map(std::path::Path::new);
-                let spec = self
-                    .catalog
-                    .lookup_for(Some(&app.record.spec), snapshot)
-                    .map_err(|e| AppError::BadRequest(e.to_string()))?;
+                let spec = self.spec_for(&app.record, &cfg)?;
                 let refetch = (&cfg.git_branch, &cfg.git_commit) != (&target.git_branch, &target.git_commit);
                 set_fields(&mut cfg, target);
                 // A new branch or commit may bring another params.star: checked once fetched.

@@ -331,10 +331,15 @@ impl Apps {
 
     /// What serves configuration `cfg` of an app as `variant`; nothing runs until its first
     /// request. Checks the whole configuration (spec, params, options, settings).
-    fn deploy(&self, record: &AppRecord, variant: Variant, cfg: &AppConfig) -> Result<Arc<Deployment>, AppError> {
+    /// The spec an app's configuration is read with: its spec, with the params of the
+    /// `params.star` its fetched source carries, if any.
+    fn spec_for(&self, record: &AppRecord, cfg: &AppConfig) -> Result<crate::specs::SpecRef, AppError> {
         let snapshot = cfg.snapshot.as_deref().map(std::path::Path::new);
-        let spec =
-            self.catalog.lookup_for(Some(&record.spec), snapshot).map_err(|e| AppError::BadRequest(e.to_string()))?;
+        self.catalog.lookup_for(Some(&record.spec), snapshot).map_err(|e| AppError::BadRequest(e.to_string()))
+    }
+
+    fn deploy(&self, record: &AppRecord, variant: Variant, cfg: &AppConfig) -> Result<Arc<Deployment>, AppError> {
+        let spec = self.spec_for(record, cfg)?;
         let path = match variant {
             Variant::Prod => record.path.clone(),
             Variant::Stage => record.path.stage(),

@@ -92,11 +92,7 @@ impl Apps {
     ) -> Result<ChangeOutcome, AppError> {
         let (_lock, app, _) = self.lock_app(path).await?;
         let mut cfg = app.record.stage.config.clone();
-        let snapshot = cfg.snapshot.as_deref().map(std::path::Path::new);
-        let spec = self
-            .catalog
-            .lookup_for(Some(&app.record.spec), snapshot)
-            .map_err(|e| AppError::BadRequest(e.to_string()))?;
+        let spec = self.spec_for(&app.record, &cfg)?;
         match &change {
             ConfigChange::Param { key, value } => {
                 if value.trim() != "-" {

@@ -141,20 +141,9 @@ mod tests {
 
     #[tokio::test]
     async fn applied_declaration_goes_with_its_app_and_unstage_drops_newer_versions() {
-        use crate::app_path::AppPath;
-        use crate::store::{AppConfig, AppRecord, Version};
+        use crate::store::AppConfig;
         let store = Store::in_memory().await.unwrap();
-        let v1 = Version { number: 1, config: AppConfig::default(), reason: "apply".into(), created_at: 1 };
-        let rec = AppRecord {
-            id: "app_1".into(),
-            path: AppPath { domain: String::new(), path: "/a".into() },
-            source_url: "-".into(),
-            spec: "proxy".into(),
-            created_at: 1,
-            prod: v1.clone(),
-            stage: v1,
-            previous_prod_version: 0,
-        };
+        let rec = crate::store::tests::record("app_1");
         store.insert_app(&rec).await.unwrap();
         store.set_applied("app_1", "{\"a\":1}", "/f.star").await.unwrap();
         store.set_applied("app_1", "{\"a\":2}", "/f.star").await.unwrap();

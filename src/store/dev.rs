@@ -20,23 +20,11 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app_path::AppPath;
-    use crate::store::{AppRecord, Version};
 
     #[tokio::test]
     async fn the_version_keeps_its_number_and_gets_the_new_config() {
         let store = Store::in_memory().await.unwrap();
-        let v1 = Version { number: 1, config: AppConfig::default(), reason: "create".into(), created_at: 5 };
-        let app = AppRecord {
-            id: "app_dev_1".into(),
-            path: AppPath { domain: String::new(), path: "/d".into() },
-            source_url: "/src".into(),
-            spec: "container".into(),
-            created_at: 5,
-            prod: v1.clone(),
-            stage: v1,
-            previous_prod_version: 0,
-        };
+        let app = crate::store::tests::record("app_dev_1");
         store.insert_app(&app).await.unwrap();
         let cfg = AppConfig { image: Some("berth-app:new".into()), dev: true, ..Default::default() };
         store.replace_version_config(&app.id, 1, &cfg).await.unwrap();

@@ -271,10 +271,11 @@ pub fn now_secs() -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn record(id: &str) -> AppRecord {
+    /// An image app at `a.localhost:/` with version 1 as prod and stage (for store tests).
+    pub(crate) fn record(id: &str) -> AppRecord {
         let v1 = Version {
             number: 1,
             config: AppConfig { params: BTreeMap::from([("image".into(), "nginx".into())]), ..Default::default() },

@@ -43,23 +43,11 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app_path::AppPath;
-    use crate::store::{AppConfig, AppRecord, Version};
 
     #[tokio::test]
     async fn set_replace_and_cascade_on_app_delete() {
         let store = Store::in_memory().await.unwrap();
-        let v1 = Version { number: 1, config: AppConfig::default(), reason: "create".into(), created_at: 5 };
-        let app = AppRecord {
-            id: "app_1".into(),
-            path: AppPath { domain: String::new(), path: "/x".into() },
-            source_url: "-".into(),
-            spec: "image".into(),
-            created_at: 5,
-            prod: v1.clone(),
-            stage: v1,
-            previous_prod_version: 0,
-        };
+        let app = crate::store::tests::record("app_1");
         store.insert_app(&app).await.unwrap();
         assert_eq!(store.app_webhook(&app.id).await.unwrap(), None);
         let first = AppWebhook { secret: "one".into(), promote: false };
