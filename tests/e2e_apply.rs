@@ -302,6 +302,42 @@ fn cli_changes_are_kept_unless_clobber() {
     // A relative file path is resolved by the CLI against its working folder.
     let out = b.cli_in(dir.path(), &["apply", "apps.star"]);
     b.ensure(out.ok() && out.stdout.contains("No changes."), format!("after --clobber the file is applied: {out}"));
+
+    // dev=True declares a dev app of a local folder; its changes are live at once (it has no
+    // stage, and --promote leaves it alone); a file cannot turn an app's dev mode on or off.
+    let dev =
+        |x: &str| format!("app(\"/devapply\", \"./app\", spec=\"container\", dev=True, params={{\"X\": \"{x}\"}})\n");
+    let devfile = write_file(dir.path(), "dev.star", &dev("1"));
+    let out = b.cli_ok(&["apply", &devfile]);
+    b.ensure(out.stdout.contains("1 app(s) created"), format!("apply of a dev app: {out}"));
+    let id = json_str(&b.app("/devapply")["id"]);
+    b.ensure(id.starts_with("app_dev_"), format!("dev=True should make a dev app: {}", b.app("/devapply")));
+    fs::write(&devfile, dev("2")).unwrap();
+    let out = b.cli_ok(&["apply", "--promote", &devfile]);
+    b.ensure(out.stdout.contains("1 updated"), format!("apply of a changed dev app: {out}"));
+    let prod =
+        b.version_list("/devapply").iter().find(|v| v["prod"] == Value::Bool(true)).map(|v| v["params"]["X"].clone());
+    b.ensure(
+        prod == Some(Value::from("2")),
+        format!("a dev app's change should be live: {:?}", b.version_list("/devapply")),
+    );
+    let flip = write_file(
+        dir.path(),
+        "flip.star",
+        "app(\"/devapply\", \"./app\", spec=\"container\", params={\"X\": \"2\"})\n",
+    );
+    let versions = b.version_list_raw("/devapply");
+    let out = b.cli(&["apply", &flip]);
+    b.ensure(
+        out.code == 1 && is_single_error_line(&out.stderr) && out.stderr.contains("it is a dev app"),
+        format!("turning dev off through a file should be refused: {out}"),
+    );
+    b.ensure(b.version_list_raw("/devapply") == versions, "a refused apply changed the dev app");
+    let out = b.cli(&[
+        "apply",
+        &write_file(dir.path(), "git-dev.star", "app(\"/gd\", \"github.com/o/r\", spec=\"container\", dev=True)\n"),
+    ]);
+    b.ensure(out.code == 1 && out.stderr.contains("dev mode"), format!("a dev app from git should be refused: {out}"));
 }
 
 #[test]

@@ -17,9 +17,8 @@ use crate::api::{AppliedApp, ApplyRequest, ApplyResponse, CreateAppRequest};
 use crate::app_path::{AppGlob, AppPath};
 use crate::declare::apply_file::{self, DeclaredApp};
 use crate::declare::plan::{self, Action, Declaration, Fields};
-use crate::ids;
 use crate::source::{self, SourceSpec};
-use crate::store::{now_secs, AppConfig, AppRecord, Version};
+use crate::store::{AppConfig, AppRecord};
 
 /// An apply file's text, read from disk or from a git repository.
 pub(super) struct LoadedFile {
@@ -157,6 +156,15 @@ impl Apps {
         let applied = self.store.applied_declarations().await?;
         for item in &mut items {
             let at = |e: String| format!("{}:{}: app {}: {e}", loaded.name, item.declared.line, item.path);
+            if let Some((app, _)) = &item.existing {
+                let dev = app.record.prod.config.dev;
+                if dev != item.declared.dev {
+                    let (is, declared) = if dev { ("a dev app", "dev=False") } else { ("not a dev app", "dev=True") };
+                    return Err(bad(at(format!(
+                        "it is {is}, the file declares {declared}: delete the app to change that"
+                    ))));
+                }
+            }
             let current = item.existing.as_ref().map(|(app, _)| {
                 let cfg = &app.record.stage.config;
                 (app.record.source_url.clone(), app.record.spec.clone(), fields_of(cfg))
@@ -258,9 +266,7 @@ impl Apps {
             git_commit: fields.git_commit.clone(),
             approve: true,
             dry_run: false,
-            // `dev=True` is refused when the file is read: a dev app follows a folder on the
-            // server's machine, not a file in git.
-            dev: false,
+            dev: declared.dev,
         };
         let declaration = Declaration { source, spec: spec.name.clone(), fields };
         Ok(Some(Item { declared, path, declaration, request, existing: None, action: Action::Create }))
@@ -271,23 +277,7 @@ impl Apps {
         match (&item.action, &item.existing) {
             (Action::Create, _) => {
                 let (path, spec, source) = self.check_create(&item.request).await?;
-                let mut config = super::create::config_of(&item.request);
-                let id = format!("app_prd_{}", ids::random_id(20));
-                let snapshot = match source {
-                    SourceSpec::None => None,
-                    source => Some(self.fetch_and_prepare(&id, &spec.name, &mut config, &source, cancel).await?),
-                };
-                let v1 = Version { number: 1, config, reason: "apply".into(), created_at: now_secs() };
-                let record = AppRecord {
-                    id,
-                    path,
-                    source_url: item.declaration.source.clone(),
-                    spec: spec.name.clone(),
-                    created_at: v1.created_at,
-                    prod: v1.clone(),
-                    stage: v1,
-                    previous_prod_version: 0,
-                };
+                let (record, snapshot) = self.new_record(&item.request, path, &spec, source, "apply", cancel).await?;
                 if let Err(e) = self.assemble(record.clone()) {
                     if let Some(s) = &snapshot {
                         discard_snapshot(s);
@@ -398,7 +388,8 @@ impl Apps {
             let json = serde_json::to_string(&item.declaration).map_err(|e| AppError::Internal(e.into()))?;
             self.store.set_applied(&app_id, &json, &loaded.name).await?;
             let mut promoted = false;
-            if promote && matches!(item.action, Action::Update { .. }) {
+            // A dev app has no stage: its changes are live already.
+            if promote && matches!(item.action, Action::Update { .. }) && !item.declared.dev {
                 let current = self.apps.read().get(&app_id).cloned();
                 if let Some(app) = current {
                     match self.promote_locked(app).await {
@@ -429,17 +420,24 @@ impl Apps {
         }
         for (before, snapshot) in staged {
             let id = before.record.id.clone();
-            if let Err(e) = self.store.unstage(&id, before.record.stage.number).await {
+            if let Err(e) = self.store.restore_versions(&before.record).await {
                 tracing::error!(app = %before.record.path, "undoing a failed apply: {e:#}");
                 continue;
             }
             let now = self.apps.read().get(&id).cloned();
-            if let (Some(now), Ok(stage)) =
-                (now, self.deploy(&before.record, Variant::Stage, &before.record.stage.config))
-            {
-                let restored =
-                    Arc::new(App { record: before.record.clone(), prod: now.prod.clone(), stage: stage.clone() });
-                self.replace(now.stage.clone(), stage, restored);
+            let dev = before.record.prod.config.dev;
+            // A dev app's change went live (it has no stage): its prod is put back.
+            let (variant, config) = match dev {
+                true => (Variant::Prod, &before.record.prod.config),
+                false => (Variant::Stage, &before.record.stage.config),
+            };
+            if let (Some(now), Ok(dep)) = (now, self.deploy(&before.record, variant, config)) {
+                let (prod, stage, old) = match dev {
+                    true => (dep.clone(), dep.clone(), now.prod.clone()),
+                    false => (now.prod.clone(), dep.clone(), now.stage.clone()),
+                };
+                let restored = Arc::new(App { record: before.record.clone(), prod, stage });
+                self.replace(old, dep, restored);
             }
             if let Some(s) = snapshot {
                 discard_snapshot(&s);

@@ -20,32 +20,9 @@ impl Apps {
     /// source is fetched, the create runs to its end.
     pub async fn create(&self, req: CreateAppRequest, cancel: CancellationToken) -> Result<AppInfo, AppError> {
         let (path, spec, source) = self.check_create(&req).await?;
-        let source_url = req.source_url.trim().to_string();
-        let mut config = config_of(&req);
-        let id = format!("app_{}_{}", if req.dev { "dev" } else { "prd" }, ids::random_id(20));
         // Held until the app is published (or the create fails or is cancelled).
         let _reserved = self.reserve_path(&path)?;
-        let snapshot = match source {
-            SourceSpec::None => None,
-            // A dev app is built from its folder as it is: nothing is copied (and nothing of
-            // the user's folder is ever removed).
-            SourceSpec::Local(dir) if req.dev => {
-                self.prepare_dev(&spec, &dir, &mut config).await?;
-                None
-            }
-            source => Some(self.fetch_and_prepare(&id, &spec.name, &mut config, &source, &cancel).await?),
-        };
-        let v1 = Version { number: 1, config, reason: "create".into(), created_at: now_secs() };
-        let record = AppRecord {
-            id,
-            path,
-            source_url,
-            spec: spec.name.clone(),
-            created_at: v1.created_at,
-            prod: v1.clone(),
-            stage: v1,
-            previous_prod_version: 0,
-        };
+        let (record, snapshot) = self.new_record(&req, path, &spec, source, "create", &cancel).await?;
         let result = self.finish_create(record, req.dry_run).await;
         if result.is_err() || req.dry_run {
             if let Some(dir) = snapshot {
@@ -53,6 +30,43 @@ impl Apps {
             }
         }
         result
+    }
+
+    /// Makes a new app's record from a checked create request: its id, its source fetched (a
+    /// dev app's folder is prepared in place: nothing is copied, and nothing of the user's
+    /// folder is ever removed) and version 1 as prod and stage. Returns the record and the
+    /// snapshot folder made, if any, which the caller removes if the app is not made.
+    pub(super) async fn new_record(
+        &self,
+        req: &CreateAppRequest,
+        path: AppPath,
+        spec: &crate::specs::SpecRef,
+        source: SourceSpec,
+        reason: &str,
+        cancel: &CancellationToken,
+    ) -> Result<(AppRecord, Option<PathBuf>), AppError> {
+        let mut config = config_of(req);
+        let id = format!("app_{}_{}", if req.dev { "dev" } else { "prd" }, ids::random_id(20));
+        let snapshot = match source {
+            SourceSpec::None => None,
+            SourceSpec::Local(dir) if req.dev => {
+                self.prepare_dev(spec, &dir, &mut config).await?;
+                None
+            }
+            source => Some(self.fetch_and_prepare(&id, &spec.name, &mut config, &source, cancel).await?),
+        };
+        let v1 = Version { number: 1, config, reason: reason.into(), created_at: now_secs() };
+        let record = AppRecord {
+            id,
+            path,
+            source_url: req.source_url.trim().to_string(),
+            spec: spec.name.clone(),
+            created_at: v1.created_at,
+            prod: v1.clone(),
+            stage: v1,
+            previous_prod_version: 0,
+        };
+        Ok((record, snapshot))
     }
 
     /// Checks a create request (path, spec, source, and [`Apps::check_config`]) without

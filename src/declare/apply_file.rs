@@ -6,7 +6,8 @@
 //!
 //! Every error is one line naming the file and line. What berth cannot honour is refused, never
 //! ignored: an `auth` other than `none` (berth has no app auth, so the app would be open),
-//! `git_auth` (berth uses git's own credentials), `container_vols` and `dev=True`.
+//! `git_auth` (berth uses git's own credentials) and `container_vols`. `dev=True` declares a
+//! dev app (a local folder, rebuilt on every change, as `app create --dev`).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -36,6 +37,8 @@ pub struct DeclaredApp {
     /// `container_args`: build args (`--carg`).
     pub build_args: BTreeMap<String, String>,
     pub app_config: BTreeMap<String, String>,
+    /// `dev=True`: a dev app.
+    pub dev: bool,
     /// The line of the call (1-based), for messages.
     pub line: usize,
 }
@@ -155,11 +158,6 @@ fn apply_builtins(builder: &mut GlobalsBuilder) {
         #[starlark(require = named)] container_vols: Option<Value<'v>>,
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<NoneType> {
-        if dev {
-            anyhow::bail!(
-                "app {path}: dev=True is not supported in apply files by berth (use `berth app create --dev`)"
-            );
-        }
         match optional_string("auth", auth)?.as_deref() {
             None | Some("none") => {}
             Some(other) => anyhow::bail!(
@@ -183,6 +181,7 @@ fn apply_builtins(builder: &mut GlobalsBuilder) {
             container_options: string_dict("container_opts", container_opts)?,
             build_args: string_dict("container_args", container_args)?,
             app_config: string_dict("app_config", app_config)?,
+            dev,
             line,
         };
         collected(eval).apps.borrow_mut().push(app);
@@ -272,7 +271,6 @@ app("/x", config("src", "-"), spec="proxy", params={"url": "http://127.0.0.1:9"}
             ("app(\"/a\", \"-\", auth=\"system\")\n", "berth has no app authentication"),
             ("app(\"/a\", \"-\", git_auth=\"k\")\n", "git_auth is not supported"),
             ("app(\"/a\", \"-\", container_vols=[\"/x:/y\"])\n", "container_vols is not supported"),
-            ("app(\"/a\", \"-\", dev=True)\n", "dev=True is not supported"),
             ("app(\"/a\")\n", "apps.star:1:"),
         ];
         for (content, expected) in cases {

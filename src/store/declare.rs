@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
-use super::Store;
+use super::{AppRecord, Store};
 
 /// A scheduled sync as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,17 +59,21 @@ impl Store {
 
     /// Points stage back at `version` and removes every newer version (undoing a staged change
     /// that was part of a failed apply).
-    pub async fn unstage(&self, app_id: &str, version: i64) -> anyhow::Result<()> {
+    /// Puts an app's prod and stage versions back to `before`'s and deletes the versions made
+    /// since (undoing an apply that failed half-way).
+    pub async fn restore_versions(&self, before: &AppRecord) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE apps SET stage_version = ? WHERE id = ?")
-            .bind(version)
-            .bind(app_id)
+        sqlx::query("UPDATE apps SET prod_version = ?, stage_version = ?, previous_prod_version = ? WHERE id = ?")
+            .bind(before.prod.number)
+            .bind(before.stage.number)
+            .bind(before.previous_prod_version)
+            .bind(&before.id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM app_versions WHERE app_id = ? AND version > ? AND version NOT IN (SELECT prod_version FROM apps WHERE id = ?)")
-            .bind(app_id)
-            .bind(version)
-            .bind(app_id)
+        sqlx::query("DELETE FROM app_versions WHERE app_id = ? AND version > ? AND version > ?")
+            .bind(&before.id)
+            .bind(before.prod.number)
+            .bind(before.stage.number)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -140,7 +144,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn applied_declaration_goes_with_its_app_and_unstage_drops_newer_versions() {
+    async fn applied_declaration_goes_with_its_app_and_restore_drops_newer_versions() {
         use crate::store::AppConfig;
         let store = Store::in_memory().await.unwrap();
         let rec = crate::store::tests::record("app_1");
@@ -149,9 +153,11 @@ mod tests {
         store.set_applied("app_1", "{\"a\":2}", "/f.star").await.unwrap();
         assert_eq!(store.applied_declarations().await.unwrap()["app_1"], "{\"a\":2}");
         assert_eq!(store.add_version("app_1", &AppConfig::default(), "apply", false).await.unwrap(), 2);
-        store.unstage("app_1", 1).await.unwrap();
+        // A dev app's change moves prod too: both go back.
+        assert_eq!(store.add_version("app_1", &AppConfig::default(), "apply", true).await.unwrap(), 3);
+        store.restore_versions(&rec).await.unwrap();
         let app = &store.list_apps().await.unwrap()[0];
-        assert_eq!((app.prod.number, app.stage.number), (1, 1));
+        assert_eq!((app.prod.number, app.stage.number, app.previous_prod_version), (1, 1, 0));
         assert_eq!(store.versions("app_1").await.unwrap().len(), 1);
         assert!(store.delete_app("app_1").await.unwrap(), "an applied app can be deleted");
         assert!(store.applied_declarations().await.unwrap().is_empty());
