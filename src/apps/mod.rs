@@ -268,11 +268,12 @@ impl Apps {
             adopted: std::sync::atomic::AtomicBool::new(false),
         });
         for record in apps.store.list_apps().await? {
-            match apps.assemble(record.clone()) {
+            let path = record.path.clone();
+            match apps.assemble(record) {
                 Ok(app) => {
-                    apps.apps.write().insert(record.id.clone(), app);
+                    apps.apps.write().insert(app.record.id.clone(), app);
                 }
-                Err(e) => tracing::error!(app = %record.path, "app cannot be served: {e}"),
+                Err(e) => tracing::error!(app = %path, "app cannot be served: {e}"),
             }
         }
         match apps.adopt_containers().await {
@@ -352,12 +353,22 @@ impl Apps {
         }
     }
 
-    /// Puts an app (new or changed) in place and publishes the route table.
+    /// Puts an app (new or changed) in place and publishes its routes. The route table is
+    /// updated, not rebuilt: only the shards of the app's old and new routes are copied, so
+    /// this costs the same with 10 or 10,000 apps.
     fn publish(&self, app: Arc<App>) {
-        self.apps.write().insert(app.record.id.clone(), app);
-        self.rebuild_routes();
+        // Exclusive, like `rebuild_routes`: concurrent changes of different apps publish in
+        // order, each on top of the table the previous one stored.
+        let mut apps = self.apps.write();
+        let old = apps.insert(app.record.id.clone(), app.clone());
+        let remove =
+            old.iter().flat_map(|o| [&o.prod, &o.stage]).map(|d| (d.path.domain.as_str(), d.path.path.as_str()));
+        let insert = [&app.prod, &app.stage].map(|d| (d.path.domain.clone(), d.path.path.clone(), d.clone()));
+        let table = self.routes.load().updated(remove, insert);
+        self.routes.store(Arc::new(table));
     }
 
+    /// Builds the whole route table from the registry (at load, and after a delete).
     fn rebuild_routes(&self) {
         // Exclusive, so that concurrent changes of different apps publish in order: the last
         // table stored is built from the latest set of apps.
