@@ -218,6 +218,17 @@ impl<T> RouteTable<T> {
         probe("/")
     }
 
+    /// Every route: (host, app path, value), in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str, &Arc<T>)> {
+        self.shards.iter().flat_map(|shard| shard.iter()).map(|(key, value)| (&*key.host, &*key.path, value))
+    }
+
+    /// The value at exactly (domain, path), `domain` as in [`Self::build`].
+    pub fn get(&self, domain: &str, path: &str) -> Option<&Arc<T>> {
+        let host = if domain.is_empty() { &*self.default_domain } else { domain };
+        self.shards[shard_of(host, path)].get(&(host, path) as &dyn KeyView)
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -419,6 +430,11 @@ mod tests {
         assert_eq!(after.lookup("localhost", "/new-app/x").unwrap().1, "/new-app");
         assert_eq!(before.lookup("localhost", "/app0/x").unwrap().1, "/app0", "the old table is unchanged");
         assert!(before.lookup("localhost", "/new-app").is_none());
+        assert_eq!(after.iter().count(), 19_999);
+        assert!(after.iter().all(|(host, path, app)| host == "localhost" && **app == path));
+        assert_eq!(after.get("", "/new-app").map(|a| a.as_str()), Some("/new-app"));
+        assert_eq!(after.get("localhost", "/new-app").map(|a| a.as_str()), Some("/new-app"));
+        assert!(after.get("", "/new-app/x").is_none(), "get is exact, not a prefix lookup");
         // Replacing a route keeps the count; removing one that is not there changes nothing.
         let replaced = after.updated([("", "/nothing-here")], [("".into(), "/new-app".into(), Arc::new("v2".into()))]);
         assert_eq!(replaced.len(), 19_999);

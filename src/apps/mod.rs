@@ -368,17 +368,24 @@ impl Apps {
         self.routes.store(Arc::new(table));
     }
 
-    /// Builds the whole route table from the registry (at load, and after a delete).
+    /// Brings the route table in line with the registry (at load, and after a delete): routes
+    /// of deployments no longer in the registry go, missing ones come in. This compares
+    /// pointers instead of building a new table, and copies only the shards that change.
     fn rebuild_routes(&self) {
         // Exclusive, so that concurrent changes of different apps publish in order: the last
-        // table stored is built from the latest set of apps.
+        // table stored is made from the latest set of apps.
         let apps = self.apps.write();
-        let table = RouteTable::build(
-            &self.config.default_domain,
-            apps.values()
-                .flat_map(|a| [a.prod.clone(), a.stage.clone()])
-                .map(|d| (d.path.domain.clone(), d.path.path.clone(), d)),
-        );
+        let current = self.routes.load();
+        let published =
+            |d: &Arc<Deployment>| apps.get(&d.app_id).is_some_and(|a| Arc::ptr_eq(a.deployment(d.variant), d));
+        let stale: Vec<(&str, &str)> =
+            current.iter().filter(|(_, _, d)| !published(d)).map(|(host, path, _)| (host, path)).collect();
+        let missing = apps
+            .values()
+            .flat_map(|a| [&a.prod, &a.stage])
+            .filter(|d| !current.get(&d.path.domain, &d.path.path).is_some_and(|r| Arc::ptr_eq(r, d)))
+            .map(|d| (d.path.domain.clone(), d.path.path.clone(), d.clone()));
+        let table = current.updated(stale, missing);
         self.routes.store(Arc::new(table));
     }
 
