@@ -239,7 +239,7 @@ impl<T> RouteTable<T> {
 
     /// Whether `self` and `other` share shard `i` (the same map, not a copy).
     #[cfg(test)]
-    fn shares_shard(&self, other: &Self, i: usize) -> bool {
+    pub(crate) fn shares_shard(&self, other: &Self, i: usize) -> bool {
         Arc::ptr_eq(&self.shards[i], &other.shards[i])
     }
 }

@@ -522,3 +522,80 @@ fn remove_dir_logged(dir: &std::path::Path) {
         }
     }
 }
+
+#[cfg(test)]
+mod route_tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use tokio_util::sync::CancellationToken;
+
+    use crate::api::CreateAppRequest;
+    use crate::apps::Apps;
+    use crate::config::{Config, Home};
+    use crate::engine::fake::FakeEngine;
+    use crate::routing::SHARDS;
+    use crate::store::Store;
+
+    fn proxy_app(path: &str) -> CreateAppRequest {
+        CreateAppRequest {
+            source_url: "-".into(),
+            path: path.into(),
+            spec: Some("proxy".into()),
+            params: BTreeMap::from([("url".into(), "http://127.0.0.1:9".into())]),
+            app_config: BTreeMap::new(),
+            build_args: BTreeMap::new(),
+            container_options: BTreeMap::new(),
+            git_branch: None,
+            git_commit: None,
+            approve: true,
+            dry_run: false,
+        }
+    }
+
+    /// The app path `path` routes to, or `None`.
+    fn routed(apps: &Apps, path: &str) -> Option<String> {
+        apps.routes().lookup("localhost", path).map(|(_, app_path)| app_path.to_string())
+    }
+
+    #[tokio::test]
+    async fn creates_and_deletes_change_only_their_own_routes() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home { root: dir.path().to_path_buf() };
+        let store = Store::open(&dir.path().join("berth.db")).await.unwrap();
+        let config = Arc::new(Config::default());
+        let apps = Apps::load(config.clone(), home.clone(), "inst".into(), store.clone(), FakeEngine::new().engine())
+            .await
+            .unwrap();
+        for path in ["/a", "/b", "/c/e"] {
+            apps.create(proxy_app(path), CancellationToken::new()).await.unwrap();
+        }
+        let before = apps.routes().clone();
+        assert_eq!(before.len(), 6, "each app is served as prod and stage");
+        apps.create(proxy_app("/d"), CancellationToken::new()).await.unwrap();
+        let after = apps.routes().clone();
+        let shared = (0..SHARDS).filter(|&i| after.shares_shard(&before, i)).count();
+        assert!(shared >= SHARDS - 2, "a create copied {} shards, not at most 2", SHARDS - shared);
+        assert_eq!(routed(&apps, "/d/x").as_deref(), Some("/d"));
+        assert_eq!(routed(&apps, "/d_cl_stage/x").as_deref(), Some("/d_cl_stage"));
+
+        apps.delete("/a", false).await.unwrap();
+        assert_eq!(routed(&apps, "/a/x"), None, "a deleted app is not routed to");
+        assert_eq!(routed(&apps, "/a_cl_stage"), None, "nor is its stage");
+        assert_eq!(routed(&apps, "/c/e/x").as_deref(), Some("/c/e"));
+        assert_eq!(routed(&apps, "/b").as_deref(), Some("/b"));
+        assert_eq!(apps.routes().len(), 6);
+        let kept = apps.routes().clone();
+        let shared = (0..SHARDS).filter(|&i| kept.shares_shard(&after, i)).count();
+        assert!(shared >= SHARDS - 2, "a delete copied {} shards, not at most 2", SHARDS - shared);
+        apps.shutdown().await;
+
+        // A start from the store routes the same way.
+        let reloaded = Apps::load(config, home, "inst".into(), store, FakeEngine::new().engine()).await.unwrap();
+        for path in ["/a/x", "/c/e/x", "/c", "/b", "/d_cl_stage", "/e"] {
+            assert_eq!(routed(&reloaded, path), routed(&apps, path), "{path}");
+        }
+        assert_eq!(reloaded.routes().len(), 6);
+        reloaded.shutdown().await;
+    }
+}
