@@ -6,6 +6,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Runs [`set_allocator_options`] as a constructor: before `main` and before Rust allocates
 /// anything, so the options hold for mimalloc's first arena too.
+/// (ELF only: elsewhere mimalloc keeps its defaults.)
+#[cfg(target_os = "linux")]
 #[used]
 #[link_section = ".init_array"]
 static ALLOCATOR_OPTIONS: extern "C" fn() = set_allocator_options;
@@ -15,6 +17,7 @@ static ALLOCATOR_OPTIONS: extern "C" fn() = set_allocator_options;
 /// delay, often never for an idle server. berth returns them at once and commits on demand:
 /// with 10,000 apps this took idle RSS from 97 to 69 MB (docs/PERFORMANCE.md). A
 /// `MIMALLOC_<OPTION>` environment variable still overrides either setting.
+#[cfg(target_os = "linux")]
 extern "C" fn set_allocator_options() {
     // Option numbers of mimalloc 3 (`mi_option_e` in mimalloc.h); the Rust bindings name
     // only some of them.
