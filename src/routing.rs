@@ -1,35 +1,202 @@
-//! The route table: (host, path) → app. Built whole from the app list and swapped atomically
-//! on every change, so a lookup never waits on I/O. Per host, app paths sit in a hash map; a
+//! The route table: (host, path) → app. Lookups never lock or wait: the table is immutable
+//! and swapped atomically (`ArcSwap` in `apps`) on every change. A change does not rebuild it:
+//! [`RouteTable::updated`] makes a new table that shares every untouched shard with the old
+//! one, so creating or deleting one app costs the same with 10 or 10,000 apps. Routes sit in
+//! hash maps keyed by (host, app path), split into [`SHARDS`] shards by a hash of the key. A
 //! lookup probes the request path's segment-aligned prefixes, longest first, so its cost
 //! depends on the request path's depth and not on the number of apps.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+
+/// Shards of a table: an update copies one shard's map (about routes / `SHARDS` entries) and
+/// the list of shard pointers.
+pub const SHARDS: usize = 256;
 
 /// Maps hosts and path prefixes to a value (an app at run time).
 pub struct RouteTable<T> {
-    default_domain: String,
-    hosts: HashMap<String, HostRoutes<T>>,
+    default_domain: Arc<str>,
+    shards: Vec<Arc<Shard<T>>>,
+    /// `depths[n]`: how many routes have an app path with `n` slashes. Prefixes of a request
+    /// path deeper than the deepest app path are never probed.
+    depths: Vec<usize>,
     len: usize,
 }
 
-/// The app paths of one host.
-struct HostRoutes<T> {
-    /// App path → value.
-    paths: HashMap<String, Arc<T>>,
-    /// The most `/` any app path here holds: prefixes of a request path with more are never
-    /// probed.
-    max_slashes: usize,
+type Shard<T> = HashMap<RouteKey, Arc<T>>;
+
+/// A route's key: the host (the default domain for apps without one) and the app path.
+#[derive(Clone, PartialEq, Eq)]
+struct RouteKey {
+    host: Arc<str>,
+    path: Arc<str>,
 }
 
-impl<T> HostRoutes<T> {
-    /// The longest app path that is `path` itself or a whole-segment prefix of it (`/` is a
-    /// prefix of every path), as [`crate::app_path::path_has_prefix`] defines it.
-    fn longest_prefix(&self, path: &str) -> Option<(&String, &Arc<T>)> {
-        let probe = |candidate: &str| self.paths.get_key_value(candidate);
+/// (host, path) as borrowed strings: the key a lookup probes with, without allocating.
+trait KeyView {
+    fn parts(&self) -> (&str, &str);
+}
+
+impl KeyView for RouteKey {
+    fn parts(&self) -> (&str, &str) {
+        (&self.host, &self.path)
+    }
+}
+
+impl KeyView for (&str, &str) {
+    fn parts(&self) -> (&str, &str) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> Borrow<dyn KeyView + 'a> for RouteKey {
+    fn borrow(&self) -> &(dyn KeyView + 'a) {
+        self
+    }
+}
+
+impl Hash for dyn KeyView + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.parts().hash(state)
+    }
+}
+
+impl PartialEq for dyn KeyView + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn KeyView + '_ {}
+
+impl Hash for RouteKey {
+    /// The same hash as the key's [`KeyView`], so that borrowed probes find it.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.parts().hash(state)
+    }
+}
+
+/// The shard of a key: FNV-1a over host, a separator and path (cheap, and independent of the
+/// maps' own randomly seeded hashing).
+fn shard_of(host: &str, path: &str) -> usize {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in host.bytes().chain([0xff]).chain(path.bytes()) {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    (h as usize) % SHARDS
+}
+
+fn slashes(path: &str) -> usize {
+    path.bytes().filter(|&b| b == b'/').count()
+}
+
+impl<T> Clone for RouteTable<T> {
+    fn clone(&self) -> Self {
+        RouteTable {
+            default_domain: self.default_domain.clone(),
+            shards: self.shards.clone(),
+            depths: self.depths.clone(),
+            len: self.len,
+        }
+    }
+}
+
+impl<T> RouteTable<T> {
+    /// `routes` holds (domain, path, value); an empty domain means the default domain. Paths
+    /// are app paths (they start with `/`). Should a (host, path) pair come twice, the first
+    /// one is kept.
+    pub fn build(default_domain: &str, routes: impl IntoIterator<Item = (String, String, Arc<T>)>) -> Self {
+        let mut shards: Vec<Shard<T>> = (0..SHARDS).map(|_| HashMap::new()).collect();
+        let mut table =
+            RouteTable { default_domain: default_domain.into(), shards: Vec::new(), depths: Vec::new(), len: 0 };
+        for (domain, path, value) in routes {
+            let key = table.key(&domain, &path);
+            let shard = &mut shards[shard_of(&key.host, &key.path)];
+            if let std::collections::hash_map::Entry::Vacant(slot) = shard.entry(key) {
+                table.count(&path, 1);
+                slot.insert(value);
+            }
+        }
+        table.shards = shards.into_iter().map(Arc::new).collect();
+        table
+    }
+
+    pub fn empty(default_domain: &str) -> Self {
+        Self::build(default_domain, std::iter::empty())
+    }
+
+    /// A copy of this table with the routes `remove` ((domain, path), as in [`Self::build`])
+    /// taken out, then `insert` put in (replacing a route at the same host and path). Only the
+    /// shards these routes fall in are copied; every other shard is shared with `self`.
+    pub fn updated<'a>(
+        &self,
+        remove: impl IntoIterator<Item = (&'a str, &'a str)>,
+        insert: impl IntoIterator<Item = (String, String, Arc<T>)>,
+    ) -> Self {
+        let mut next = self.clone();
+        for (domain, path) in remove {
+            let host = next.host(domain);
+            let shard = Arc::make_mut(&mut next.shards[shard_of(&host, path)]);
+            if shard.remove(&(&*host, path) as &dyn KeyView).is_some() {
+                next.count(path, -1);
+            }
+        }
+        for (domain, path, value) in insert {
+            let key = next.key(&domain, &path);
+            let shard = Arc::make_mut(&mut next.shards[shard_of(&key.host, &key.path)]);
+            if shard.insert(key, value).is_none() {
+                next.count(&path, 1);
+            }
+        }
+        next
+    }
+
+    fn host(&self, domain: &str) -> Arc<str> {
+        if domain.is_empty() {
+            self.default_domain.clone()
+        } else {
+            domain.into()
+        }
+    }
+
+    fn key(&self, domain: &str, path: &str) -> RouteKey {
+        RouteKey { host: self.host(domain), path: path.into() }
+    }
+
+    /// Counts a route at `path` in or out.
+    fn count(&mut self, path: &str, delta: isize) {
+        let depth = slashes(path);
+        if self.depths.len() <= depth {
+            self.depths.resize(depth + 1, 0);
+        }
+        self.depths[depth] = self.depths[depth].saturating_add_signed(delta);
+        self.len = self.len.saturating_add_signed(delta);
+        while self.depths.last() == Some(&0) {
+            self.depths.pop();
+        }
+    }
+
+    /// The app for a request: `host` as sent (any port is ignored; `127.0.0.1` and `::1` mean
+    /// the default domain), then the longest app path that is a whole-segment prefix of `path`
+    /// (as [`crate::app_path::path_has_prefix`] defines it). Returns the app and its path.
+    pub fn lookup(&self, host: &str, path: &str) -> Option<(&Arc<T>, &str)> {
+        let host = normalize_host(host);
+        let host = match host.as_str() {
+            "127.0.0.1" | "::1" | "[::1]" | "" => &*self.default_domain,
+            h => h,
+        };
+        let probe = |candidate: &str| {
+            self.shards[shard_of(host, candidate)]
+                .get_key_value(&(host, candidate) as &dyn KeyView)
+                .map(|(key, app)| (app, &*key.path))
+        };
+        // The most `/` an app path holds; `depths` is empty when there are no routes.
+        let max_slashes = self.depths.len().checked_sub(1)?;
         // The `/` that ends the deepest prefix worth probing; without one, the whole path is
         // shallow enough to be an app path itself.
-        let end = match path.bytes().enumerate().filter(|&(_, b)| b == b'/').nth(self.max_slashes) {
+        let end = match path.bytes().enumerate().filter(|&(_, b)| b == b'/').nth(max_slashes) {
             Some((i, _)) => i + 1,
             None => {
                 if let Some(hit) = probe(path) {
@@ -50,41 +217,16 @@ impl<T> HostRoutes<T> {
         }
         probe("/")
     }
-}
 
-impl<T> RouteTable<T> {
-    /// `routes` holds (domain, path, value); an empty domain means the default domain. Paths
-    /// are app paths (they start with `/`). Should a (host, path) pair come twice, the first
-    /// one is kept.
-    pub fn build(default_domain: &str, routes: impl IntoIterator<Item = (String, String, Arc<T>)>) -> Self {
-        let mut hosts: HashMap<String, HostRoutes<T>> = HashMap::new();
-        let mut len = 0;
-        for (domain, path, value) in routes {
-            let host = if domain.is_empty() { default_domain.to_string() } else { domain };
-            let routes = hosts.entry(host).or_insert_with(|| HostRoutes { paths: HashMap::new(), max_slashes: 0 });
-            routes.max_slashes = routes.max_slashes.max(path.bytes().filter(|&b| b == b'/').count());
-            if let std::collections::hash_map::Entry::Vacant(slot) = routes.paths.entry(path) {
-                slot.insert(value);
-                len += 1;
-            }
-        }
-        RouteTable { default_domain: default_domain.to_string(), hosts, len }
+    /// Every route: (host, app path, value), in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str, &Arc<T>)> {
+        self.shards.iter().flat_map(|shard| shard.iter()).map(|(key, value)| (&*key.host, &*key.path, value))
     }
 
-    pub fn empty(default_domain: &str) -> Self {
-        Self::build(default_domain, std::iter::empty())
-    }
-
-    /// The app for a request: `host` as sent (any port is ignored; `127.0.0.1` and `::1` mean
-    /// the default domain), then the longest app path that is a whole-segment prefix of `path`.
-    /// Returns the app and its path.
-    pub fn lookup(&self, host: &str, path: &str) -> Option<(&Arc<T>, &str)> {
-        let host = normalize_host(host);
-        let host = match host.as_str() {
-            "127.0.0.1" | "::1" | "[::1]" | "" => self.default_domain.as_str(),
-            h => h,
-        };
-        self.hosts.get(host)?.longest_prefix(path).map(|(prefix, app)| (app, prefix.as_str()))
+    /// The value at exactly (domain, path), `domain` as in [`Self::build`].
+    pub fn get(&self, domain: &str, path: &str) -> Option<&Arc<T>> {
+        let host = if domain.is_empty() { &*self.default_domain } else { domain };
+        self.shards[shard_of(host, path)].get(&(host, path) as &dyn KeyView)
     }
 
     pub fn len(&self) -> usize {
@@ -93,6 +235,12 @@ impl<T> RouteTable<T> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether `self` and `other` share shard `i` (the same map, not a copy).
+    #[cfg(test)]
+    pub(crate) fn shares_shard(&self, other: &Self, i: usize) -> bool {
+        Arc::ptr_eq(&self.shards[i], &other.shards[i])
     }
 }
 
@@ -262,6 +410,68 @@ mod tests {
         assert_eq!(t.len(), 1);
     }
 
+    #[test]
+    fn an_update_copies_only_the_shards_it_touches() {
+        let routes = many_apps();
+        let before = RouteTable::build("localhost", routes.clone());
+        let added = ("".to_string(), "/new-app".to_string(), Arc::new("/new-app".to_string()));
+        let after = before.updated([("", "/app0"), ("localhost", "/app0_cl_stage")], [added]);
+        assert_eq!((before.len(), after.len()), (20_000, 19_999));
+        let touched = [
+            shard_of("localhost", "/app0"),
+            shard_of("localhost", "/app0_cl_stage"),
+            shard_of("localhost", "/new-app"),
+        ];
+        for i in 0..SHARDS {
+            assert_eq!(after.shares_shard(&before, i), !touched.contains(&i), "shard {i}");
+        }
+        assert!(after.lookup("localhost", "/app0/x").is_none());
+        assert!(after.lookup("localhost", "/app0_cl_stage").is_none());
+        assert_eq!(after.lookup("localhost", "/new-app/x").unwrap().1, "/new-app");
+        assert_eq!(before.lookup("localhost", "/app0/x").unwrap().1, "/app0", "the old table is unchanged");
+        assert!(before.lookup("localhost", "/new-app").is_none());
+        assert_eq!(after.iter().count(), 19_999);
+        assert!(after.iter().all(|(host, path, app)| host == "localhost" && **app == path));
+        assert_eq!(after.get("", "/new-app").map(|a| a.as_str()), Some("/new-app"));
+        assert_eq!(after.get("localhost", "/new-app").map(|a| a.as_str()), Some("/new-app"));
+        assert!(after.get("", "/new-app/x").is_none(), "get is exact, not a prefix lookup");
+        // Replacing a route keeps the count; removing one that is not there changes nothing.
+        let replaced = after.updated([("", "/nothing-here")], [("".into(), "/new-app".into(), Arc::new("v2".into()))]);
+        assert_eq!(replaced.len(), 19_999);
+        assert_eq!(**replaced.lookup("localhost", "/new-app").unwrap().0, "v2");
+    }
+
+    #[test]
+    fn removing_the_deepest_route_stops_probing_that_deep() {
+        let t = RouteTable::build("localhost", [("".into(), "/a/b/c".into(), Arc::new("deep"))]);
+        assert_eq!(t.depths.len(), 4);
+        let t = t.updated([("", "/a/b/c")], [("".into(), "/a".into(), Arc::new("a"))]);
+        assert_eq!(t.depths, vec![0, 1]);
+        assert_eq!(**t.lookup("localhost", "/a/b/c/d").unwrap().0, "a");
+        let t = t.updated([("", "/a")], []);
+        assert!(t.is_empty() && t.depths.is_empty());
+        assert!(t.lookup("localhost", "/a").is_none());
+    }
+
+    #[test]
+    fn one_update_costs_far_less_than_a_rebuild() {
+        // Creating an app used to rebuild the whole table: with 10,000 apps (20,000 routes)
+        // that made bulk creates quadratic. An update copies one or two shards.
+        let routes = many_apps();
+        let started = std::time::Instant::now();
+        let mut t = RouteTable::build("localhost", routes);
+        let build = started.elapsed();
+        let started = std::time::Instant::now();
+        for i in 0..200 {
+            let path = format!("/extra{i}");
+            t = t.updated([], [(String::new(), path.clone(), Arc::new(path))]);
+        }
+        let update = started.elapsed() / 200;
+        println!("20,000 routes: build {build:?}, one update {update:?}");
+        assert_eq!(t.len(), 20_200);
+        assert!(update * 10 < build, "an update ({update:?}) is not much cheaper than a build ({build:?})");
+    }
+
     mod props {
         use super::*;
         use proptest::prelude::*;
@@ -318,6 +528,31 @@ mod tests {
                     "localhost",
                     routes.iter().map(|(p, n)| (String::new(), p.clone(), Arc::new(*n))),
                 );
+                for request in &requests {
+                    let got = t.lookup("localhost", request).map(|(app, prefix)| (**app, prefix));
+                    prop_assert_eq!(got, lookup_by_scan(&routes, request), "request {}", request);
+                }
+            }
+
+            /// A table changed route by route routes like one built from the final set.
+            #[test]
+            fn updates_match_a_fresh_build(
+                steps in proptest::collection::vec((app_path(), any::<bool>()), 1..30),
+                requests in proptest::collection::vec(request_path(), 1..20),
+            ) {
+                let mut routes: Vec<(String, &'static str)> = Vec::new();
+                let mut t = RouteTable::empty("localhost");
+                for (i, (path, add)) in steps.into_iter().enumerate() {
+                    let name = ["a", "b", "c", "d", "e", "f"][i % 6];
+                    routes.retain(|(p, _)| *p != path);
+                    if add {
+                        routes.push((path.clone(), name));
+                        t = t.updated([], [(String::new(), path, Arc::new(name))]);
+                    } else {
+                        t = t.updated([("", path.as_str())], []);
+                    }
+                }
+                prop_assert_eq!(t.len(), routes.len());
                 for request in &requests {
                     let got = t.lookup("localhost", request).map(|(app, prefix)| (**app, prefix));
                     prop_assert_eq!(got, lookup_by_scan(&routes, request), "request {}", request);

@@ -105,9 +105,12 @@ impl Store {
     }
 
     /// Every app with the versions prod and stage serve, in one query (start-up reads all
-    /// apps; one query per version made start-up with 10,000 apps take over a second).
+    /// apps; one query per version made start-up with 10,000 apps take over a second). Rows
+    /// are streamed and turned into records one at a time: holding all of SQLite's row values
+    /// at once left about 20 MB of freed but retained heap after a start with 10,000 apps.
     pub async fn list_apps(&self) -> anyhow::Result<Vec<AppRecord>> {
-        let rows = sqlx::query(
+        use futures_util::TryStreamExt;
+        let mut rows = sqlx::query(
             "SELECT a.id, a.domain, a.path, a.source_url, a.spec, a.created_at, a.previous_prod_version, \
                     p.version AS p_version, p.config AS p_config, p.reason AS p_reason, p.created_at AS p_created_at, \
                     s.version AS s_version, s.config AS s_config, s.reason AS s_reason, s.created_at AS s_created_at \
@@ -116,22 +119,21 @@ impl Store {
              JOIN app_versions s ON s.app_id = a.id AND s.version = a.stage_version \
              ORDER BY a.created_at, a.id",
         )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AppRecord {
-                    id: r.get("id"),
-                    path: AppPath { domain: r.get("domain"), path: r.get("path") },
-                    source_url: r.get("source_url"),
-                    spec: r.get("spec"),
-                    created_at: r.get("created_at"),
-                    prod: columns_to_version(r, "p_")?,
-                    stage: columns_to_version(r, "s_")?,
-                    previous_prod_version: r.get("previous_prod_version"),
-                })
-            })
-            .collect()
+        .fetch(&self.pool);
+        let mut records = Vec::new();
+        while let Some(r) = rows.try_next().await? {
+            records.push(AppRecord {
+                id: r.get("id"),
+                path: AppPath { domain: r.get("domain"), path: r.get("path") },
+                source_url: r.get("source_url"),
+                spec: r.get("spec"),
+                created_at: r.get("created_at"),
+                prod: columns_to_version(&r, "p_")?,
+                stage: columns_to_version(&r, "s_")?,
+                previous_prod_version: r.get("previous_prod_version"),
+            });
+        }
+        Ok(records)
     }
 
     pub async fn version(&self, app_id: &str, number: i64) -> anyhow::Result<Version> {
