@@ -87,6 +87,11 @@ impl<T> RouteTable<T> {
         self.hosts.get(host)?.longest_prefix(path).map(|(prefix, app)| (app, prefix.as_str()))
     }
 
+    /// The hosts that have apps (the default domain where an app has none).
+    pub fn hosts(&self) -> impl Iterator<Item = &str> {
+        self.hosts.keys().map(String::as_str)
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
