@@ -20,7 +20,11 @@ use common::{free_port, wait_until, Berth};
 /// Whether pebble is installed; panics when it is required and missing.
 fn pebble_available(test: &str) -> bool {
     let found = ["pebble", "pebble-challtestsrv"].iter().all(|bin| {
-        Command::new("sh").args(["-c", &format!("command -v {bin}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+        Command::new("sh")
+            .args(["-c", &format!("command -v {bin}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     });
     if !found {
         assert!(
@@ -214,7 +218,8 @@ fn wait_for_issued(
         matches!(&last, Ok(der) if Some(der.as_ref()) != previous)
     });
     if got.is_none() {
-        berth.fail(format!("no new pebble certificate served for {domain}: last handshake {last:?}\n{}", pebble.logs()));
+        berth
+            .fail(format!("no new pebble certificate served for {domain}: last handshake {last:?}\n{}", pebble.logs()));
     }
     last.unwrap()
 }
@@ -341,11 +346,8 @@ fn failed_order_is_logged_with_the_servers_message() {
 #[test]
 fn wildcard_domain_is_refused_at_start() {
     let berth = berth_with_acme(|_| "\n[acme]\ndomains = [\"*.example.com\"]\n".to_string());
-    let out = Command::new(common::BERTH)
-        .args(["server", "start"])
-        .env("BERTH_HOME", &berth.home_path)
-        .output()
-        .unwrap();
+    let out =
+        Command::new(common::BERTH).args(["server", "start"]).env("BERTH_HOME", &berth.home_path).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "start must fail: {stderr}");
     assert!(stderr.contains("wildcard") && common::is_single_error_line(&stderr), "stderr: {stderr}");
