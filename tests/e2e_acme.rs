@@ -136,10 +136,11 @@ impl Pebble {
         root
     }
 
-    /// The `[acme]` table pointing at this pebble.
+    /// The `[acme]` table pointing at this pebble, for `domain` ("": none).
     fn acme_toml(&self, domain: &str, extra: &str) -> String {
+        let domains = if domain.is_empty() { String::new() } else { format!("\"{domain}\"") };
         format!(
-            "\n[acme]\ndomains = [\"{domain}\"]\ndirectory_url = \"{}\"\nca_cert_file = \"{}\"\nemail = \"ops@example.com\"\n{extra}\n",
+            "\n[acme]\ndomains = [{domains}]\ndirectory_url = \"{}\"\nca_cert_file = \"{}\"\nemail = \"ops@example.com\"\n{extra}\n",
             self.directory_url,
             self.ca_file.display()
         )
@@ -351,4 +352,35 @@ fn wildcard_domain_is_refused_at_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "start must fail: {stderr}");
     assert!(stderr.contains("wildcard") && common::is_single_error_line(&stderr), "stderr: {stderr}");
+}
+
+#[test]
+fn auto_mode_covers_app_domains() {
+    if !pebble_available("auto_mode_covers_app_domains") {
+        return;
+    }
+    let domain = "auto.berth-acme.example.com";
+    let mut pebble_slot = None;
+    let mut berth = berth_with_acme(|b| {
+        let pebble = Pebble::start(b.http_port, b.https_port);
+        let toml = pebble.acme_toml("", "auto = true");
+        pebble_slot = Some(pebble);
+        toml
+    });
+    let pebble = pebble_slot.unwrap();
+    berth.start_server();
+    berth.create_image_app("nginx", 80, &format!("{domain}:/"), &[]);
+    berth.create_image_app("nginx", 80, "local.localhost:/", &[]);
+    // The check at start covers the app domains that exist then.
+    berth.stop_server();
+    berth.start_server();
+    let root = pebble.root();
+    let cert = wait_for_issued(&berth, &pebble, domain, &root, None);
+    let (_, issuer) = serial_and_issuer(&cert);
+    berth.ensure(issuer.contains("Pebble"), format!("issuer {issuer:?} is not pebble's"));
+    let log = berth.log();
+    berth.ensure(
+        !log.lines().any(|l| l.contains("ordering a certificate") && l.contains("localhost")),
+        "names under localhost get no ACME order",
+    );
 }
