@@ -200,4 +200,30 @@ mod tests {
         let again = CertResolver::load(dir.path()).unwrap();
         assert_eq!(again.pick(None).cert, default.cert);
     }
+
+    #[test]
+    fn acme_certificates_win_and_are_swapped_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = |name: &str| {
+            let made = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+            (made.cert.pem(), made.key_pair.serialize_pem())
+        };
+        let (user_crt, user_key) = pair("a.example.com");
+        std::fs::write(dir.path().join("a.example.com.crt"), &user_crt).unwrap();
+        std::fs::write(dir.path().join("a.example.com.key"), &user_key).unwrap();
+        std::fs::create_dir(dir.path().join(ACME_SUBDIR)).unwrap();
+        let (acme_crt, acme_key) = pair("a.example.com");
+        std::fs::write(dir.path().join(ACME_SUBDIR).join("a.example.com.crt"), &acme_crt).unwrap();
+        std::fs::write(dir.path().join(ACME_SUBDIR).join("a.example.com.key"), &acme_key).unwrap();
+        let r = CertResolver::load(dir.path()).unwrap();
+        let acme = certified_key_from_pem(acme_crt.as_bytes(), acme_key.as_bytes()).unwrap();
+        assert_eq!(r.pick(Some("a.example.com")).cert, acme.cert, "the ACME certificate wins");
+
+        let (new_crt, new_key) = pair("b.example.com");
+        let new = certified_key_from_pem(new_crt.as_bytes(), new_key.as_bytes()).unwrap();
+        assert!(Arc::ptr_eq(&r.pick(Some("b.example.com")), &r.default));
+        r.install("B.example.com", new.clone());
+        assert!(Arc::ptr_eq(&r.pick(Some("b.example.com")), &new));
+        assert_eq!(r.pick(Some("a.example.com")).cert, acme.cert, "other names are kept");
+    }
 }
