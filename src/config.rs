@@ -21,6 +21,8 @@ pub struct Config {
     pub source: SourceConfig,
     /// Secret providers: `[secret.<name>]`, typed by the name's prefix (env, prop/file, vault).
     pub secret: std::collections::BTreeMap<String, crate::secrets::ProviderConfig>,
+    /// Certificates from an ACME server (`[acme]`).
+    pub acme: crate::acme::AcmeConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -139,6 +141,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             source: SourceConfig::default(),
             secret: Default::default(),
+            acme: Default::default(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! berth: a self-hosted app server. See docs/ARCHITECTURE.md for the module map and the
 //! request path (routing → apps → engine → proxy).
 
+pub mod acme;
 pub mod api;
 pub mod app_path;
 pub mod apps;

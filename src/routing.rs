@@ -229,6 +229,13 @@ impl<T> RouteTable<T> {
         self.shards[shard_of(host, path)].get(&(host, path) as &dyn KeyView)
     }
 
+    /// The hosts that have apps (the default domain where an app has none).
+    pub fn hosts(&self) -> impl Iterator<Item = &str> {
+        let hosts: std::collections::BTreeSet<&str> =
+            self.shards.iter().flat_map(|shard| shard.keys().map(|key| &*key.host)).collect();
+        hosts.into_iter()
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

@@ -32,6 +32,8 @@ pub struct Frontend {
     pub proxy: Proxy,
     /// `/_berth/...`: the webhooks, answered before any app is routed.
     pub webhooks: super::webhook::Webhooks,
+    /// Pending ACME HTTP-01 answers, served before app routing.
+    pub acme_http: Arc<crate::acme::HttpChallenges>,
 }
 
 impl Frontend {
@@ -48,6 +50,11 @@ impl Frontend {
             return self.webhooks.handle(req).await;
         }
         let path = req.uri().path();
+        if let Some(key_authorization) = self.acme_http.answer(path) {
+            let mut resp = Response::new(crate::proxy::body::full(key_authorization));
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            return resp;
+        }
         let host = req
             .headers()
             .get(header::HOST)
@@ -210,6 +217,9 @@ pub async fn serve(
                         Ok(Err(e)) => return tracing::debug!(%peer, "TLS handshake failed: {e}"),
                         Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
                     };
+                    if tls_stream.get_ref().1.alpn_protocol() == Some(super::tls::ACME_TLS_ALPN) {
+                        return; // a TLS-ALPN-01 validation ends with the handshake
+                    }
                     watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service)).await
                 }
             };

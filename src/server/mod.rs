@@ -27,6 +27,7 @@ use crate::store::Store;
 /// Runs the server in the foreground until SIGTERM, SIGINT or `berth server stop`.
 pub async fn run(home: Home) -> anyhow::Result<()> {
     let config = Arc::new(home.load_config()?);
+    config.acme.validate(config.http.port >= 0, config.https.port >= 0)?;
     // Everything berth writes in its home (database, build logs, snapshots) is owner-only.
     crate::source::restrict_umask();
     std::fs::create_dir_all(&home.root).with_context(|| format!("cannot create {}", home.root.display()))?;
@@ -39,13 +40,15 @@ pub async fn run(home: Home) -> anyhow::Result<()> {
 
     let http_listener = bind("http", &config.http.host, config.http.port).await?;
     let https_listener = bind("https", &config.https.host, config.https.port).await?;
-    let tls = match &https_listener {
-        Some(_) => {
-            let resolver = tls::CertResolver::load(&home.cert_dir(&config))?;
-            Some(tokio_rustls::TlsAcceptor::from(tls::server_config(resolver)?))
-        }
+    let resolver = match &https_listener {
+        Some(_) => Some(Arc::new(tls::CertResolver::load(&home.cert_dir(&config))?)),
         None => None,
     };
+    let tls = match &resolver {
+        Some(resolver) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(resolver.clone())?)),
+        None => None,
+    };
+    let acme_http = Arc::new(crate::acme::HttpChallenges::default());
 
     let instance = instance_id(&home)?;
     let store = Store::open(&home.database()).await.context("cannot open the metadata database")?;
@@ -54,13 +57,34 @@ pub async fn run(home: Home) -> anyhow::Result<()> {
     // Admin changes, also those a webhook starts: shutdown waits for them.
     let changes = tokio_util::task::TaskTracker::new();
     let webhooks = webhook::Webhooks { apps: apps.clone(), changes: changes.clone() };
-    let frontend = Arc::new(http::Frontend { apps: apps.clone(), proxy: Proxy::new(&config.proxy)?, webhooks });
+    let frontend = Arc::new(http::Frontend {
+        apps: apps.clone(),
+        proxy: Proxy::new(&config.proxy)?,
+        webhooks,
+        acme_http: acme_http.clone(),
+    });
 
     let admin_listener =
         UnixListener::bind(&socket_path).with_context(|| format!("cannot bind {}", socket_path.display()))?;
     std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600))?;
 
     let stop = CancellationToken::new();
+    let acme_task = match resolver.filter(|_| config.acme.enabled()) {
+        Some(resolver) => {
+            let route_apps = apps.clone();
+            let app_domains = Box::new(move || route_apps.routes().hosts().map(String::from).collect());
+            let acme = crate::acme::Acme::new(
+                config.acme.clone(),
+                config.http.port >= 0,
+                &home.cert_dir(&config),
+                resolver,
+                acme_http,
+                app_domains,
+            );
+            Some(tokio::spawn(acme.run(stop.clone())))
+        }
+        None => None,
+    };
     let accept_cancel = CancellationToken::new();
     let graceful = Arc::new(GracefulShutdown::new());
     let mut listeners = Vec::new();
@@ -113,6 +137,9 @@ pub async fn run(home: Home) -> anyhow::Result<()> {
         tracing::warn!("in-flight requests still running after {}s; closing them", grace.as_secs());
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), admin_task).await;
+    if let Some(acme_task) = acme_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), acme_task).await;
+    }
     // Admin changes whose client went away still run to their end: wait for them (bounded)
     // before the app tasks stop and the store closes.
     let unfinished = admin_state.finish_changes(grace).await;
