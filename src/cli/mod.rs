@@ -2,6 +2,7 @@
 //! socket (see `client`); they never touch the engine or the database directly.
 
 mod app;
+mod audit;
 mod client;
 mod output;
 mod param;
@@ -49,6 +50,9 @@ enum Command {
     /// Show the app specs the server knows.
     #[command(subcommand)]
     Spec(spec::SpecCommand),
+    /// The recorded admin changes: who changed what, when, and how it ended.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 /// Runs the CLI and returns the process exit code: 0 on success, 1 on any error (one line
@@ -168,6 +172,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Param(cmd) => with_client(&home, |client| async move { param::run(cmd, &client).await }),
         Command::Version(cmd) => with_client(&home, |client| async move { version::run(cmd, &client).await }),
         Command::Spec(cmd) => with_client(&home, |client| async move { spec::run(cmd, &client).await }),
+        Command::Audit(cmd) => with_client(&home, |client| async move { audit::run(cmd, &client).await }),
     }
 }
 

@@ -31,6 +31,8 @@ pub struct AdminState {
     /// The admin changes running to their end (see [`to_the_end`]). The admin API owns them:
     /// server shutdown waits for them (bounded) before the app tasks stop and the store closes.
     pub changes: TaskTracker,
+    /// Where every admin change is recorded (see [`crate::audit`]).
+    pub audit: crate::audit::AuditLog,
 }
 
 impl AdminState {
@@ -54,6 +56,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/versions/switch", post(version_switch))
         .route("/v1/specs", get(specs))
         .route("/v1/server/stop", post(stop))
+        .route("/v1/audit", get(audit_list))
+        .layer(axum::middleware::from_fn_with_state(state.audit.clone(), crate::audit::record))
         .with_state(state)
 }
 
@@ -340,6 +344,13 @@ async fn logs(State(s): State<Arc<AdminState>>, Query(q): Query<LogsQuery>) -> R
         .header("content-type", "text/plain; charset=utf-8")
         .body(Body::from_stream(stream))
         .expect("static headers"))
+}
+
+async fn audit_list(
+    State(s): State<Arc<AdminState>>,
+    Query(q): Query<crate::audit::ListQuery>,
+) -> Result<Json<Vec<crate::store::audit::AuditEvent>>, AppError> {
+    Ok(Json(crate::audit::list(&s.audit, q).await?))
 }
 
 async fn stop(State(s): State<Arc<AdminState>>) -> Json<serde_json::Value> {

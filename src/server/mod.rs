@@ -75,11 +75,14 @@ pub async fn run(home: Home) -> anyhow::Result<()> {
         config: config.clone(),
         stop: stop.clone(),
         changes: tokio_util::task::TaskTracker::new(),
+        audit: crate::audit::AuditLog { store: store.clone() },
     });
+    let audit_pruner = crate::audit::spawn_pruner(store.clone(), config.audit.retention_days, stop.clone());
     let admin_stop = stop.clone();
     let admin_router = admin::router(admin_state.clone());
     let admin_task = tokio::spawn(async move {
-        axum::serve(admin_listener, admin_router)
+        let admin_service = admin_router.into_make_service_with_connect_info::<crate::audit::Requester>();
+        axum::serve(admin_listener, admin_service)
             .with_graceful_shutdown(async move { admin_stop.cancelled().await })
             .await
     });
@@ -118,6 +121,7 @@ pub async fn run(home: Home) -> anyhow::Result<()> {
     if unfinished > 0 {
         tracing::warn!("{unfinished} admin change(s) still running after {}s; stopping them", grace.as_secs());
     }
+    let _ = audit_pruner.await;
     apps.shutdown().await;
     store.close().await;
     let _ = std::fs::remove_file(&socket_path);

@@ -12,6 +12,8 @@ use sqlx::Row;
 
 use crate::app_path::AppPath;
 
+pub mod audit;
+
 /// One configuration of an app.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
