@@ -12,6 +12,7 @@ pub mod declare;
 pub mod engine;
 pub mod errors;
 pub mod ids;
+pub mod metrics;
 pub mod proxy;
 pub mod routing;
 pub mod secrets;

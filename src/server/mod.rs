@@ -25,6 +25,7 @@ use crate::store::Store;
 /// Runs the server in the foreground until SIGTERM, SIGINT or `berth server stop`.
 pub async fn run(home: Home) -> anyhow::Result<()> {
     let config = Arc::new(home.load_config()?);
+    crate::metrics::configure(&config.metrics)?;
     // Everything berth writes in its home (database, build logs, snapshots) is owner-only.
     crate::source::restrict_umask();
     std::fs::create_dir_all(&home.root).with_context(|| format!("cannot create {}", home.root.display()))?;
