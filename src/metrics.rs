@@ -89,6 +89,9 @@ struct AppMetrics {
     response_bytes: Counter,
 }
 
+/// An app's variants with their resolved metrics.
+type AppVariants = Vec<(crate::apps::Variant, Arc<AppMetrics>)>;
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
@@ -100,7 +103,7 @@ pub struct Metrics {
     build_seconds: Histogram,
     containers: Family<StateLabels, Gauge>,
     /// Per app id: its variants' resolved metrics.
-    apps: RwLock<HashMap<String, Vec<(crate::apps::Variant, Arc<AppMetrics>)>>>,
+    apps: RwLock<HashMap<String, AppVariants>>,
 }
 
 fn request_buckets() -> Histogram {
