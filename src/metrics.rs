@@ -218,6 +218,11 @@ impl Metrics {
         for (state, n) in counts {
             self.containers.get_or_create(&StateLabels { state }).set(n);
         }
+        self.encode()
+    }
+
+    /// The text exposition of the metrics as they are.
+    pub fn encode(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String");
         text
@@ -350,6 +355,26 @@ impl Body for CountingBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn builds_phases_and_cold_starts_are_exposed() {
+        let m = Metrics::new();
+        m.build(Duration::from_secs(3), true);
+        m.build(Duration::from_secs(5), false);
+        m.wake_phase(WakePhase::pull, Duration::from_millis(20));
+        m.cold_start(Duration::from_millis(900));
+        let text = m.encode();
+        for line in [
+            "berth_builds_total{result=\"ok\"} 1",
+            "berth_builds_total{result=\"failed\"} 1",
+            "berth_build_duration_seconds_count 2",
+            "berth_build_duration_seconds_sum 8.0",
+            "berth_wake_phase_duration_seconds_count{phase=\"pull\"} 1",
+            "berth_cold_start_duration_seconds_count 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+    }
 
     #[test]
     fn loopback_only_without_a_token() {
