@@ -155,17 +155,20 @@ impl Metrics {
         }
     }
 
-    /// The app variant's metrics: a shared map read once the first request resolved them.
-    fn app(&self, app: &Deployment) -> Arc<AppMetrics> {
-        if let Some(found) = self
-            .apps
-            .read()
-            .expect("metrics map")
-            .get(&app.app_id)
-            .and_then(|v| v.iter().find(|(variant, _)| *variant == app.variant))
+    /// Runs `f` on the app variant's metrics: a shared map read (no allocation, no reference
+    /// count) once the first request resolved them.
+    fn with_app<R>(&self, app: &Deployment, f: impl FnOnce(&AppMetrics) -> R) -> R {
         {
-            return found.1.clone();
+            let map = self.apps.read().expect("metrics map");
+            if let Some((_, m)) = map.get(&app.app_id).and_then(|v| v.iter().find(|(v, _)| *v == app.variant)) {
+                return f(m);
+            }
         }
+        f(&self.resolve(app))
+    }
+
+    /// Resolves (labels, families) and remembers the app variant's metrics.
+    fn resolve(&self, app: &Deployment) -> Arc<AppMetrics> {
         let labels = AppLabels { app: app.path.to_string(), variant: app.variant.name() };
         let by_class = STATUS_CLASSES.map(|class| {
             let l = RequestLabels { app: labels.app.clone(), variant: labels.variant, class };
@@ -298,17 +301,18 @@ pub fn answer<B>(req: &Request<B>, client: ClientInfo, apps: &Apps) -> Response<
 /// Records a response of `app` (status class, time since `started`, body bytes). A body of
 /// known length is counted at once; a streamed one as it is sent.
 pub fn observe(app: &Deployment, started: Instant, resp: Response<ProxyBody>) -> Response<ProxyBody> {
-    let m = get().app(app);
     let class = usize::from(resp.status().as_u16() / 100).clamp(1, 5) - 1;
-    m.by_class[class].inc();
-    m.latency.observe(started.elapsed().as_secs_f64());
-    match resp.body().size_hint().exact() {
-        Some(n) => {
-            m.response_bytes.inc_by(n);
-            resp
+    get().with_app(app, |m| {
+        m.by_class[class].inc();
+        m.latency.observe(started.elapsed().as_secs_f64());
+        match resp.body().size_hint().exact() {
+            Some(n) => {
+                m.response_bytes.inc_by(n);
+                resp
+            }
+            None => resp.map(|inner| CountingBody { inner, bytes: m.response_bytes.clone() }.boxed()),
         }
-        None => resp.map(|inner| CountingBody { inner, bytes: m.response_bytes.clone() }.boxed()),
-    }
+    })
 }
 
 /// Times `step` as `phase` of a wake.
