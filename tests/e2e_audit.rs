@@ -45,6 +45,7 @@ fn changes_are_recorded_with_user_and_result_and_filtered() {
     let failed = b.cli(&create);
     b.ensure(!failed.ok(), format!("a second create on /audited succeeded: {failed}"));
     b.cli_ok(&["app", "list"]); // a read: not recorded
+    b.cli_ok(&["app", "delete", "--dry-run", "/other"]);
     b.cli_ok(&["app", "delete", "/audited"]);
 
     let events = audit(&b, &[]);
@@ -55,6 +56,7 @@ fn changes_are_recorded_with_user_and_result_and_filtered() {
             ("param update", "/audited", "ok"),
             ("app create", "/other", "ok"),
             ("app create", "/audited", "error"),
+            ("app delete (dry run)", "/other", "ok"),
             ("app delete", "/audited", "ok"),
         ]),
         "{events:?}\n{}",
@@ -70,9 +72,12 @@ fn changes_are_recorded_with_user_and_result_and_filtered() {
 
     // --app filters by glob.
     let only_other = audit(&b, &["--app", "/oth*"]);
-    assert_eq!(summary(&only_other), owned(&[("app create", "/other", "ok")]));
+    assert_eq!(
+        summary(&only_other),
+        owned(&[("app create", "/other", "ok"), ("app delete (dry run)", "/other", "ok")])
+    );
     // --since: a duration, or an RFC 3339 time.
-    assert_eq!(audit(&b, &["--since", "1h"]).len(), 5);
+    assert_eq!(audit(&b, &["--since", "1h"]).len(), 6);
     assert_eq!(audit(&b, &["--since", "2999-01-01T00:00:00Z"]).len(), 0);
     let bad = b.cli(&["audit", "list", "--since", "yesterday"]);
     b.ensure(!bad.ok() && is_single_error_line(&bad.stderr), format!("bad --since accepted: {bad}"));
