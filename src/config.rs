@@ -23,6 +23,32 @@ pub struct Config {
     pub secret: std::collections::BTreeMap<String, crate::secrets::ProviderConfig>,
     /// Certificates from an ACME server (`[acme]`).
     pub acme: crate::acme::AcmeConfig,
+    pub audit: AuditConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// The audit log (`[audit]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Events older than this many days are removed (at start, then daily); 0 keeps all.
+    pub retention_days: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { retention_days: 90 }
+    }
+}
+
+/// `/_berth/metrics` (`[metrics]`): with no token, only clients on 127.0.0.1 and ::1 may read it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// The name of an environment variable holding the bearer token (preferred over `token`).
+    pub token_env: String,
+    /// The bearer token itself.
+    pub token: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -142,6 +168,8 @@ impl Default for Config {
             source: SourceConfig::default(),
             secret: Default::default(),
             acme: Default::default(),
+            audit: AuditConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -152,6 +152,7 @@ impl Builder {
             }
         };
         let outcome = tokio::time::timeout(self.timeout, build_once_more_if_cache_lost).await;
+        crate::metrics::get().build(started.elapsed(), matches!(outcome, Ok(Ok(()))));
         match outcome {
             Ok(Ok(())) => {
                 let done = format!("built {} in {:.1}s", plan.image, started.elapsed().as_secs_f64());

@@ -22,6 +22,7 @@ use super::lifecycle::{self, Effect, EffectOutcome, Event, FailureKind, Lifecycl
 use super::plan::{ContainerPlan, ImageSource};
 use super::Variant;
 use crate::engine::{self, ContainerEvent, ContainerSpec, ContainerStatus, Engine, EngineError};
+use crate::metrics::{self, WakePhase};
 use crate::secrets::Secrets;
 
 pub use super::lifecycle::StartError;
@@ -194,7 +195,7 @@ impl ContainerRuntime {
                     let me = self.clone();
                     self.tasks.spawn(async move {
                         let started = Instant::now();
-                        let result = me.engine.unpause(&container_id).await;
+                        let result = metrics::timed(WakePhase::unpause, me.engine.unpause(&container_id)).await;
                         let outcome = me.outcome("unpausing", result);
                         if outcome == EffectOutcome::Done {
                             me.activity.touch();
@@ -321,6 +322,7 @@ impl ContainerRuntime {
             Ok((upstream, container_id)) => {
                 self.activity.touch();
                 tracing::info!(app = %self.app_id, %upstream, took_ms = started.elapsed().as_millis() as u64, "container ready");
+                metrics::get().cold_start(started.elapsed());
                 Event::StartSucceeded { upstream, container_id }
             }
             Err((kind, error)) => {
@@ -362,11 +364,15 @@ impl ContainerRuntime {
         let building = || {
             self.handle(Event::BuildStarted);
         };
+        let build_started = Instant::now();
         let result = tokio::select! {
             r = self.builder.ensure(&self.app_id, plan, building) => r,
             _ = self.cancel.cancelled() => Err("the app was deleted".to_string()),
         };
         self.handle(Event::BuildFinished);
+        if result == Ok(true) {
+            metrics::get().wake_phase(WakePhase::build, build_started.elapsed());
+        }
         if let Err(e) = &result {
             tracing::warn!(app = %self.app_id, "{e}");
         }
@@ -416,7 +422,7 @@ impl ContainerRuntime {
     /// One try: find or create the container, start it, wait for its health check.
     async fn start_once(&self, deadline: Instant) -> Result<(SocketAddr, String), StartAttempt> {
         let id = self.find_or_create().await.map_err(StartAttempt::from)?;
-        self.engine.start(&id).await.map_err(StartAttempt::from)?;
+        metrics::timed(WakePhase::start, self.engine.start(&id)).await.map_err(StartAttempt::from)?;
         let failed = |e: String| StartAttempt::Failed(e, Some(id.clone()));
         let status = self.engine.inspect(&id, self.plan.port).await.map_err(StartAttempt::from)?;
         let addr = match (status.running, status.upstream) {
@@ -431,7 +437,8 @@ impl ContainerRuntime {
             let id = id.clone();
             async move { engine.inspect(&id, port).await.map(|s| s.running).unwrap_or(false) }
         };
-        health::wait_ready(addr, &self.settings.health_url, deadline, alive).await.map_err(failed)?;
+        let ready = health::wait_ready(addr, &self.settings.health_url, deadline, alive);
+        metrics::timed(WakePhase::ready, ready).await.map_err(failed)?;
         Ok((addr, id))
     }
 
@@ -455,7 +462,7 @@ impl ContainerRuntime {
             return Ok(found.id.clone());
         }
         if let ImageSource::Existing(image) = &self.plan.image {
-            self.engine.ensure_image(image).await?;
+            metrics::timed(WakePhase::pull, self.engine.ensure_image(image)).await?;
         }
         // Secrets are resolved here, handed to the engine, and kept nowhere else.
         let env = self.secrets.resolve_all(&self.plan.env).await.map_err(EngineError::Build)?;
@@ -468,7 +475,7 @@ impl ContainerRuntime {
             init: self.settings.init,
             options: self.plan.options.clone(),
         };
-        let id = self.engine.create(&spec).await?;
+        let id = metrics::timed(WakePhase::create, self.engine.create(&spec)).await?;
         tracing::info!(app = %self.app_id, container = %spec.name, "container created");
         self.apply(Event::ContainerAssigned(id.clone()));
         Ok(id)

@@ -3,6 +3,7 @@
 
 mod app;
 mod apply;
+mod audit;
 mod client;
 mod output;
 mod param;
@@ -56,6 +57,9 @@ enum Command {
     /// Re-apply an apply file on a schedule.
     #[command(subcommand)]
     Sync(sync::SyncCommand),
+    /// The recorded admin changes: who changed what, when, and how it ended.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 /// Runs the CLI and returns the process exit code: 0 on success, 1 on any error (one line
@@ -177,6 +181,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Spec(cmd) => with_client(&home, |client| async move { spec::run(cmd, &client).await }),
         Command::Apply(args) => with_client(&home, |client| async move { apply::run(args, &client).await }),
         Command::Sync(cmd) => with_client(&home, |client| async move { sync::run(cmd, &client).await }),
+        Command::Audit(cmd) => with_client(&home, |client| async move { audit::run(cmd, &client).await }),
     }
 }
 

@@ -31,6 +31,8 @@ pub struct AdminState {
     /// The admin changes running to their end (see [`to_the_end`]). The admin API owns them:
     /// server shutdown waits for them (bounded) before the app tasks stop and the store closes.
     pub changes: TaskTracker,
+    /// Where every admin change is recorded (see [`crate::audit`]).
+    pub audit: crate::audit::AuditLog,
 }
 
 impl AdminState {
@@ -63,6 +65,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
                 .delete(super::admin_declare::sync_delete),
         )
         .route("/v1/syncs/run", post(super::admin_declare::sync_run))
+        .route("/v1/audit", get(audit_list))
+        .layer(axum::middleware::from_fn_with_state(state.audit.clone(), crate::audit::record))
         .with_state(state)
 }
 
@@ -377,6 +381,13 @@ async fn logs(State(s): State<Arc<AdminState>>, Query(q): Query<LogsQuery>) -> R
         .header("content-type", "text/plain; charset=utf-8")
         .body(Body::from_stream(stream))
         .expect("static headers"))
+}
+
+async fn audit_list(
+    State(s): State<Arc<AdminState>>,
+    Query(q): Query<crate::audit::ListQuery>,
+) -> Result<Json<Vec<crate::store::audit::AuditEvent>>, AppError> {
+    Ok(Json(crate::audit::list(&s.audit, q).await?))
 }
 
 async fn stop(State(s): State<Arc<AdminState>>) -> Json<serde_json::Value> {

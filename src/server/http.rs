@@ -43,8 +43,12 @@ impl Frontend {
     }
 
     pub async fn handle(&self, mut req: Request<Incoming>, client: ClientInfo) -> Response<ProxyBody> {
+        let started = std::time::Instant::now();
         if let Err(e) = normalize_request_path(&mut req) {
             return error_response(StatusCode::BAD_REQUEST, &e.to_string());
+        }
+        if req.uri().path() == crate::metrics::PATH {
+            return crate::metrics::answer(&req, client, &self.apps);
         }
         if req.uri().path().starts_with(super::webhook::PREFIX) {
             return self.webhooks.handle(req).await;
@@ -77,7 +81,7 @@ impl Frontend {
                     let (addr, guard) = match rt.ensure_running(wait_for_build).await {
                         Ok(running) => running,
                         Err(StartError::Gone) => continue,
-                        Err(e) => return start_error(&app, e),
+                        Err(e) => return crate::metrics::observe(&app, started, start_error(&app, e)),
                     };
                     let target = Target {
                         scheme: http::uri::Scheme::HTTP,
@@ -91,10 +95,11 @@ impl Frontend {
                     (target, Some(guard))
                 }
             };
-            return match self.proxy.forward(req, &target, client, guard).await {
+            let resp = match self.proxy.forward(req, &target, client, guard).await {
                 Ok(resp) => resp,
                 Err(e) => error_response(e.status(), &format!("app {}: {e}", app.path)),
             };
+            return crate::metrics::observe(&app, started, resp);
         }
         error_response(StatusCode::NOT_FOUND, "no matching app found")
     }

@@ -28,6 +28,7 @@ use crate::store::Store;
 pub async fn run(home: Home) -> anyhow::Result<()> {
     let config = Arc::new(home.load_config()?);
     config.acme.validate(config.http.port >= 0, config.https.port >= 0)?;
+    crate::metrics::configure(&config.metrics)?;
     // Everything berth writes in its home (database, build logs, snapshots) is owner-only.
     crate::source::restrict_umask();
     std::fs::create_dir_all(&home.root).with_context(|| format!("cannot create {}", home.root.display()))?;
@@ -99,12 +100,19 @@ pub async fn run(home: Home) -> anyhow::Result<()> {
             )));
         }
     }
-    let admin_state =
-        Arc::new(admin::AdminState { apps: apps.clone(), config: config.clone(), stop: stop.clone(), changes });
+    let admin_state = Arc::new(admin::AdminState {
+        apps: apps.clone(),
+        config: config.clone(),
+        stop: stop.clone(),
+        changes,
+        audit: crate::audit::AuditLog { store: store.clone() },
+    });
+    let audit_pruner = crate::audit::spawn_pruner(store.clone(), config.audit.retention_days, stop.clone());
     let admin_stop = stop.clone();
     let admin_router = admin::router(admin_state.clone());
     let admin_task = tokio::spawn(async move {
-        axum::serve(admin_listener, admin_router)
+        let admin_service = admin_router.into_make_service_with_connect_info::<crate::audit::Requester>();
+        axum::serve(admin_listener, admin_service)
             .with_graceful_shutdown(async move { admin_stop.cancelled().await })
             .await
     });
@@ -146,6 +154,7 @@ pub async fn run(home: Home) -> anyhow::Result<()> {
     if unfinished > 0 {
         tracing::warn!("{unfinished} admin change(s) still running after {}s; stopping them", grace.as_secs());
     }
+    let _ = audit_pruner.await;
     apps.shutdown().await;
     store.close().await;
     let _ = std::fs::remove_file(&socket_path);

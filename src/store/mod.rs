@@ -17,6 +17,7 @@ pub use declare::{SyncRecord, SyncRun};
 mod dev;
 mod webhooks;
 pub use webhooks::AppWebhook;
+pub mod audit;
 
 /// One configuration of an app.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -427,6 +427,12 @@ async fn an_idle_app_is_paused_and_one_unpause_serves_every_waiter() {
     assert_eq!((h.fake.calls(Call::Start), h.fake.calls(Call::Create)), (1, 1), "no new start");
     assert!(!h.fake.container(&id).unwrap().paused);
     assert_eq!(h.rt.state().name(), "running");
+    // The unpause and the first start's steps are timed as wake phases.
+    let text = crate::metrics::get().encode();
+    for phase in ["unpause", "create", "start", "ready"] {
+        let series = format!("berth_wake_phase_duration_seconds_count{{phase=\"{phase}\"}} ");
+        assert!(text.contains(&series), "no {phase} phase in:\n{text}");
+    }
 }
 
 #[tokio::test(start_paused = true)]
