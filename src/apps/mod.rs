@@ -66,6 +66,8 @@ pub struct Deployment {
     pub backend: AppBackend,
     /// How long the proxy waits for response headers (`proxy.response_timeout_secs`).
     pub response_timeout: std::time::Duration,
+    /// Who may reach it (the app config's `auth`, else `[security] app_default_auth`).
+    pub auth: crate::auth::AuthPolicy,
 }
 
 pub enum AppBackend {
@@ -336,7 +338,13 @@ impl Apps {
         };
         let response_timeout =
             settings::response_timeout(&self.config.proxy, &cfg.app_config).map_err(AppError::BadRequest)?;
+        let auth = crate::auth::AuthPolicy::resolve(
+            cfg.app_config.get(crate::auth::APP_CONFIG_KEY).map(String::as_str),
+            &self.config,
+        )
+        .map_err(AppError::BadRequest)?;
         Ok(Arc::new(Deployment {
+            auth,
             app_id: record.id.clone(),
             spec: record.spec.clone(),
             variant,

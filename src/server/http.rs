@@ -30,6 +30,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Frontend {
     pub apps: Arc<Apps>,
     pub proxy: Proxy,
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 impl Frontend {
@@ -41,6 +42,10 @@ impl Frontend {
     pub async fn handle(&self, mut req: Request<Incoming>, client: ClientInfo) -> Response<ProxyBody> {
         if let Err(e) = normalize_request_path(&mut req) {
             return error_response(StatusCode::BAD_REQUEST, &e.to_string());
+        }
+        crate::auth::strip_identity(req.headers_mut());
+        if crate::auth::Auth::owns(req.uri().path()) {
+            return self.auth.handle(req, client).await;
         }
         let path = req.uri().path();
         let host = req
@@ -54,6 +59,10 @@ impl Frontend {
         // starting answers Gone: route again, to its replacement.
         for _ in 0..3 {
             let Some((app, app_path)) = self.route(host, path) else { break };
+            let identity = match self.auth.authorize(&req, &app.auth, client) {
+                Ok(identity) => identity,
+                Err(resp) => return *resp,
+            };
             let (target, guard) = match &app.backend {
                 AppBackend::Url(plan) => {
                     (Target::from_uri(&plan.url, &app_path, plan.preserve_host, app.response_timeout), None)
@@ -76,6 +85,7 @@ impl Frontend {
                     (target, Some(guard))
                 }
             };
+            crate::auth::set_identity(req.headers_mut(), identity);
             return match self.proxy.forward(req, &target, client, guard).await {
                 Ok(resp) => resp,
                 Err(e) => error_response(e.status(), &format!("app {}: {e}", app.path)),
@@ -139,7 +149,7 @@ fn start_error(app: &Deployment, e: StartError) -> Response<ProxyBody> {
 
 /// Browsers (Accept: text/html) get a page while an image builds instead of waiting.
 fn wants_html(req: &Request<Incoming>) -> bool {
-    req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"))
+    crate::auth::wants_html(req.headers())
 }
 
 /// A small page that says the app is starting and reloads itself.

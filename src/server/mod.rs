@@ -49,7 +49,8 @@ pub async fn run(home: Home) -> anyhow::Result<()> {
     let store = Store::open(&home.database()).await.context("cannot open the metadata database")?;
     let engine = Engine::open(&config.engine.endpoint).await?;
     let apps = Apps::load(config.clone(), home.clone(), instance, store.clone(), engine).await?;
-    let frontend = Arc::new(http::Frontend { apps: apps.clone(), proxy: Proxy::new(&config.proxy)? });
+    let auth = Arc::new(crate::auth::Auth::load(&home, &config)?);
+    let frontend = Arc::new(http::Frontend { apps: apps.clone(), proxy: Proxy::new(&config.proxy)?, auth });
 
     let admin_listener =
         UnixListener::bind(&socket_path).with_context(|| format!("cannot bind {}", socket_path.display()))?;

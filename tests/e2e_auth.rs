@@ -1,0 +1,214 @@
+//! App authentication end to end: the system (admin password) login and OpenID Connect
+//! against a real provider (the `oidc-provider` npm package, tests/fixtures/oidc). Apps here
+//! are `proxy` apps in front of a header echo run by the test, so no container is needed.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A plain HTTP upstream on 127.0.0.1 that answers every request with its headers as JSON.
+async fn header_echo() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head);
+                let mut headers = serde_json::Map::new();
+                for line in text.lines().skip(1) {
+                    if let Some((k, v)) = line.split_once(':') {
+                        headers.insert(k.trim().to_ascii_lowercase(), Value::String(v.trim().to_string()));
+                    }
+                }
+                let body = Value::Object(headers).to_string();
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+/// A client that keeps cookies, accepts the self-signed certificate and maps `localhost`
+/// to 127.0.0.1; `follow` makes it follow redirects.
+fn cookie_client(follow: bool) -> reqwest::Client {
+    let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    reqwest::Client::builder()
+        .no_proxy()
+        .cookie_store(true)
+        .danger_accept_invalid_certs(true)
+        .redirect(if follow { reqwest::redirect::Policy::limited(20) } else { reqwest::redirect::Policy::none() })
+        .timeout(Duration::from_secs(30))
+        .resolve("localhost", lo)
+        .build()
+        .unwrap()
+}
+
+fn create_proxy(b: &Berth, upstream: u16, app_path: &str, extra: &[&str]) -> CmdOut {
+    let url = format!("url=http://127.0.0.1:{upstream}");
+    let mut args = vec!["app", "create", "--spec", "proxy", "--param", &url];
+    args.extend_from_slice(extra);
+    args.extend(["-", app_path]);
+    b.cli(&args)
+}
+
+/// The admin password the server printed at its first start.
+fn first_password(b: &Berth) -> String {
+    let log = b.log();
+    log.lines()
+        .find_map(|l| l.strip_prefix("Admin password: "))
+        .map(|p| p.trim().to_string())
+        .unwrap_or_else(|| b.fail("the server printed no admin password at first start"))
+}
+
+async fn login(client: &reqwest::Client, b: &Berth, password: &str) -> reqwest::Response {
+    client
+        .post(b.https_url("localhost", "/_berth/login"))
+        .form(&[("user", "admin"), ("password", password), ("next", "/private/x")])
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn status(client: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut req = client.get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap_or_else(|e| panic!("GET {url}: {e:?}")).status().as_u16()
+}
+
+async fn echo_headers(client: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> Value {
+    let mut req = client.get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap_or_else(|e| panic!("GET {url}: {e:?}"));
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    assert_eq!(status, 200, "GET {url}: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not the echo ({e}): {text}"))
+}
+
+const FORGED: [(&str, &str); 2] = [("X-Berth-User", "mallory"), ("X-Berth-Email", "mallory@evil.example")];
+
+#[tokio::test]
+async fn system_auth_password_login_cookie_headers_logout_and_reset() {
+    let upstream = header_echo().await;
+    let b = Berth::start();
+    let password = first_password(&b);
+    assert!(password.len() >= 16, "a strong generated password: {password}");
+    let stored = std::fs::read_to_string(b.home_path.join("auth/admin_password.argon2")).unwrap();
+    assert!(stored.starts_with("$argon2") && !stored.contains(&password), "only a hash is stored");
+    assert!(create_proxy(&b, upstream, "/open", &[]).ok());
+    assert!(create_proxy(&b, upstream, "/private", &["--auth", "system"]).ok());
+    let client = cookie_client(false);
+
+    // auth=none: served, and client-sent identity headers never reach the app.
+    let open = echo_headers(&client, &b.https_url("localhost", "/open/"), &FORGED).await;
+    assert!(open.get("x-berth-user").is_none() && open.get("x-berth-email").is_none(), "{open}");
+
+    // Unauthenticated: non-browsers get 401, browsers are sent to the login, plain HTTP is refused.
+    let private = b.https_url("localhost", "/private/x");
+    assert_eq!(status(&client, &private, &[("accept", "application/json")]).await, 401);
+    let resp = client.get(&private).header("accept", "text/html").send().await.unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.headers()["location"], "/_berth/login?next=%2Fprivate%2Fx");
+    assert_eq!(status(&client, &b.http_url("localhost", "/private/x"), &[]).await, 403);
+    let ws = [
+        ("connection", "upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    assert_eq!(status(&client, &private, &ws).await, 401, "WebSocket upgrades are authenticated too");
+    let page = client.get(b.https_url("localhost", "/_berth/login")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("type=\"password\""));
+
+    // Wrong password: 401 and no cookie.
+    let wrong = login(&client, &b, "not-the-password").await;
+    assert_eq!(wrong.status(), 401);
+    assert!(wrong.headers().get("set-cookie").is_none());
+    assert_eq!(status(&client, &private, &[]).await, 401);
+
+    // Right password: a Secure, HttpOnly, SameSite=Lax session cookie and a redirect back.
+    let ok = login(&client, &b, &password).await;
+    assert_eq!(ok.status(), 303);
+    assert_eq!(ok.headers()["location"], "/private/x");
+    let cookie = ok.headers()["set-cookie"].to_str().unwrap().to_string();
+    for flag in ["Secure", "HttpOnly", "SameSite=Lax", "Max-Age=86400"] {
+        assert!(cookie.contains(flag), "{flag} missing: {cookie}");
+    }
+    assert!(!cookie.contains("admin"), "the cookie is encrypted: {cookie}");
+    let seen = echo_headers(&client, &private, &FORGED).await;
+    assert_eq!(seen["x-berth-user"], "admin", "{seen}");
+    assert!(seen.get("x-berth-email").is_none(), "the forged email is removed: {seen}");
+    // A tampered cookie is no session.
+    let (name, value) = cookie.split(';').next().unwrap().split_once('=').unwrap();
+    let tampered = format!("{name}={}x", &value[..value.len() - 1]);
+    let plain = client_for(&[]);
+    assert_eq!(status(&plain, &private, &[("cookie", &tampered)]).await, 401);
+    assert_eq!(status(&plain, &private, &[("cookie", &format!("{name}={value}"))]).await, 200);
+
+    // Logout clears it.
+    let out = client.get(b.https_url("localhost", "/_berth/logout")).send().await.unwrap();
+    assert_eq!(out.status(), 303);
+    assert_eq!(status(&client, &private, &[]).await, 401);
+
+    // `berth server password` (server running) replaces it: the old one fails, the new works.
+    let reset = b.cli_ok(&["server", "password"]);
+    let new = reset.stdout.lines().find_map(|l| l.strip_prefix("Admin password: ")).unwrap().trim().to_string();
+    assert_ne!(new, password);
+    assert_eq!(login(&client, &b, &password).await.status(), 401);
+    assert_eq!(login(&client, &b, &new).await.status(), 303);
+    assert_eq!(status(&client, &private, &[]).await, 200);
+}
+
+#[tokio::test]
+async fn auth_setting_default_unknown_provider_and_staged_update() {
+    let upstream = header_echo().await;
+    let b = Berth::start_with("\n[security]\napp_default_auth = \"system\"\n");
+    let client = cookie_client(false);
+
+    // The default comes from [security] app_default_auth.
+    assert!(create_proxy(&b, upstream, "/dflt", &[]).ok());
+    assert_eq!(status(&client, &b.https_url("localhost", "/dflt/"), &[]).await, 401);
+    assert!(create_proxy(&b, upstream, "/pub", &["--auth", "none"]).ok());
+    assert_eq!(status(&client, &b.https_url("localhost", "/pub/"), &[]).await, 200);
+
+    // An unknown provider is refused at create, with one clear line, and nothing is made.
+    let out = create_proxy(&b, upstream, "/bad", &["--auth", "oidc_nope"]);
+    assert!(!out.ok(), "{out}");
+    assert!(out.stderr.contains("invalid authentication type \"oidc_nope\""), "{out}");
+    assert!(is_single_error_line(&out.stderr), "{out}");
+    assert!(b.find_app("/bad").is_none());
+
+    // update-metadata auth is staged: stage first, prod after promote.
+    b.cli_ok(&["app", "update-metadata", "auth", "system", "/pub"]);
+    assert_eq!(status(&client, &b.https_url("localhost", "/pub/"), &[]).await, 200, "prod unchanged");
+    assert_eq!(status(&client, &b.https_url("localhost", &format!("{}/", stage_path("/pub"))), &[]).await, 401);
+    b.cli_ok(&["app", "promote", "/pub"]);
+    assert_eq!(status(&client, &b.https_url("localhost", "/pub/"), &[]).await, 401, "prod after promote");
+    let bad = b.cli(&["app", "update-metadata", "auth", "oidc_nope", "/pub"]);
+    assert!(!bad.ok() && bad.stderr.contains("invalid authentication type"), "{bad}");
+    b.cli_ok(&["app", "update-metadata", "auth", "--promote", "default", "/pub"]);
+    assert_eq!(status(&client, &b.https_url("localhost", "/pub/"), &[]).await, 401, "default: system");
+}
