@@ -212,3 +212,223 @@ async fn auth_setting_default_unknown_provider_and_staged_update() {
     b.cli_ok(&["app", "update-metadata", "auth", "--promote", "default", "/pub"]);
     assert_eq!(status(&client, &b.https_url("localhost", "/pub/"), &[]).await, 401, "default: system");
 }
+
+// ---------------------------------------------------------------------------
+// OpenID Connect against a real provider (tests/fixtures/oidc/provider.js).
+// ---------------------------------------------------------------------------
+
+const OIDC_SECRET_ENV: &str = "BERTH_TEST_OIDC_SECRET";
+
+/// A running `provider.js`; killed on drop.
+struct OidcProvider {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for OidcProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl OidcProvider {
+    /// Starts the provider on a free port with `env` (ID_TOKEN_MODE, ISSUER) and waits until
+    /// its discovery document answers.
+    async fn start(redirect_uri: &str, env: &[(&str, &str)]) -> OidcProvider {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oidc");
+        assert!(
+            dir.join("node_modules/oidc-provider").exists(),
+            "oidc-provider is not installed: run `npm ci --prefix tests/fixtures/oidc` (.ci/run does)"
+        );
+        let port = free_port();
+        let mut cmd = std::process::Command::new("node");
+        cmd.arg("provider.js")
+            .current_dir(&dir)
+            .env("PORT", port.to_string())
+            .env("REDIRECT_URIS", redirect_uri)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let provider = OidcProvider { child: cmd.spawn().expect("run node provider.js"), port };
+        let url = format!("http://127.0.0.1:{port}/.well-known/openid-configuration");
+        let client = client_for(&[]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if matches!(client.get(&url).send().await, Ok(r) if r.status() == 200) {
+                return provider;
+            }
+            assert!(std::time::Instant::now() < deadline, "the OpenID provider did not answer {url} in 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn issuer(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+fn provider_toml(name: &str, issuer: &str, extra: &str) -> String {
+    format!(
+        "\n[auth.{name}]\nissuer = \"{issuer}\"\nclient_id = \"berth\"\nclient_secret_env = \"{OIDC_SECRET_ENV}\"\n\
+         scopes = [\"email\", \"profile\", \"groups\"]\n{extra}\n"
+    )
+}
+
+/// A browser-like client: follows redirects, keeps cookies, asks for HTML; every URL it
+/// visits is recorded.
+fn browser() -> (reqwest::Client, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let visited = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = visited.clone();
+    let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let policy = reqwest::redirect::Policy::custom(move |attempt| {
+        record.lock().unwrap().push(attempt.url().to_string());
+        if attempt.previous().len() > 20 {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    });
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("accept", "text/html,application/xhtml+xml".parse().unwrap());
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .cookie_store(true)
+        .danger_accept_invalid_certs(true)
+        .redirect(policy)
+        .default_headers(headers)
+        .timeout(Duration::from_secs(60))
+        .resolve("localhost", lo)
+        .build()
+        .unwrap();
+    (client, visited)
+}
+
+async fn text_of(client: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut req = client.get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap_or_else(|e| panic!("GET {url}: {e:?}"));
+    (resp.status().as_u16(), resp.text().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn oidc_login_through_a_real_provider_sets_identity_and_refuses_a_replayed_state() {
+    let upstream = header_echo().await;
+    let mut b = Berth::configure("");
+    let callback = b.https_url("localhost", "/_berth/auth/callback");
+    let idp = OidcProvider::start(&callback, &[]).await;
+    let config = [
+        provider_toml("oidc_test", &idp.issuer(), "session_lifetime_secs = 600"),
+        provider_toml("oidc_picky", &idp.issuer(), "emails = [\"bob@example.com\"]\ndomains = [\"corp.example\"]"),
+        provider_toml("oidc_ops", &idp.issuer(), "groups = [\"ops\"]"),
+    ]
+    .concat();
+    append_config(&b, &config);
+    b.start_server_with_env(&[(OIDC_SECRET_ENV, "berth-secret")]);
+    assert!(create_proxy(&b, upstream, "/sso", &["--auth", "oidc_test"]).ok());
+    assert!(create_proxy(&b, upstream, "/picky", &["--auth", "oidc_picky"]).ok());
+    assert!(create_proxy(&b, upstream, "/ops", &["--auth", "oidc_ops"]).ok());
+    let app = b.https_url("localhost", "/sso/page");
+
+    // Non-browsers get 401 without a session.
+    assert_eq!(status(&client_for(&[]), &app, &[("accept", "application/json")]).await, 401);
+
+    // A browser is sent through the provider's login and back, and the app sees who it is.
+    let (browser, visited) = browser();
+    let (code, body) = text_of(&browser, &app, &FORGED).await;
+    assert_eq!(code, 200, "login through the provider: {body}\nvisited: {:?}", visited.lock().unwrap());
+    let seen: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["x-berth-user"], "alice", "{seen}");
+    assert_eq!(seen["x-berth-email"], "alice@example.com", "{seen}");
+    let urls = visited.lock().unwrap().clone();
+    let auth_url =
+        urls.iter().find(|u| u.starts_with(&format!("{}/auth?", idp.issuer()))).expect("sent to the provider");
+    for part in ["code_challenge_method=S256", "code_challenge=", "nonce=", "state=oidc_test.", "response_type=code"] {
+        assert!(auth_url.contains(part), "{part} missing in {auth_url}");
+    }
+    let callback_url = urls.iter().find(|u| u.starts_with(&callback)).expect("came back to the callback").clone();
+    assert!(callback_url.contains("code="), "{callback_url}");
+
+    // The session holds: no new trip to the provider.
+    let before = visited.lock().unwrap().len();
+    assert_eq!(text_of(&browser, &app, &[]).await.0, 200);
+    assert_eq!(visited.lock().unwrap().len(), before, "no redirect with a session");
+
+    // Replaying the callback (same state, same code) is refused.
+    let (code, body) = text_of(&browser, &callback_url, &[]).await;
+    assert_eq!(code, 400, "replayed state: {body}");
+    assert!(body.contains("already used"), "{body}");
+
+    // The allow-lists: alice (alice@example.com, group ops) is not on oidc_picky's lists, but
+    // in oidc_ops's group.
+    let (code, body) = text_of(&browser, &b.https_url("localhost", "/picky/"), &[]).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("not allowed"), "{body}");
+    let (code, body) = text_of(&browser, &b.https_url("localhost", "/ops/"), &[]).await;
+    assert_eq!(code, 200, "{body}");
+
+    // Logout (back to the app): the session is gone, so the app sends the browser to the
+    // provider again (which still knows alice and logs her in at once).
+    let before = visited.lock().unwrap().len();
+    let logout = b.https_url("localhost", "/_berth/logout?next=%2Fsso%2Fpage");
+    assert_eq!(text_of(&browser, &logout, &[]).await.0, 200);
+    let after: Vec<String> = visited.lock().unwrap()[before..].to_vec();
+    assert!(after.iter().any(|u| u.starts_with(&format!("{}/auth?", idp.issuer()))), "{after:?}");
+}
+
+#[tokio::test]
+async fn oidc_refuses_wrong_issuer_expired_token_and_bad_signature() {
+    let upstream = header_echo().await;
+    let mut b = Berth::configure("");
+    let callback = b.https_url("localhost", "/_berth/auth/callback");
+    let (wrong_issuer, expired, bad_signature) = tokio::join!(
+        OidcProvider::start(&callback, &[]),
+        OidcProvider::start(&callback, &[("ID_TOKEN_MODE", "expired")]),
+        OidcProvider::start(&callback, &[("ID_TOKEN_MODE", "badsig")]),
+    );
+    // The first provider's discovery says `http://127.0.0.1:<port>`; berth is told another issuer.
+    let mismatched = format!("http://127.0.0.1:{}/", wrong_issuer.port);
+    let config = [
+        provider_toml("oidc_wrongiss", &mismatched, ""),
+        provider_toml("oidc_expired", &expired.issuer(), ""),
+        provider_toml("oidc_badsig", &bad_signature.issuer(), ""),
+    ]
+    .concat();
+    append_config(&b, &config);
+    b.start_server_with_env(&[(OIDC_SECRET_ENV, "berth-secret")]);
+    for name in ["wrongiss", "expired", "badsig"] {
+        assert!(create_proxy(&b, upstream, &format!("/{name}"), &["--auth", &format!("oidc_{name}")]).ok());
+    }
+
+    let (browser, _) = browser();
+    let (code, body) = text_of(&browser, &b.https_url("localhost", "/wrongiss/"), &[]).await;
+    assert_eq!(code, 502, "wrong issuer: {body}");
+    assert!(body.contains("issuer"), "wrong issuer: {body}");
+
+    let (code, body) = text_of(&browser, &b.https_url("localhost", "/expired/"), &[]).await;
+    assert_eq!(code, 401, "expired ID token: {body}");
+    assert!(body.contains("ID token rejected") && body.to_lowercase().contains("expire"), "{body}");
+
+    let (code, body) = text_of(&browser, &b.https_url("localhost", "/badsig/"), &[]).await;
+    assert_eq!(code, 401, "bad signature: {body}");
+    assert!(body.contains("ID token rejected") && body.to_lowercase().contains("signature"), "{body}");
+
+    // None of them left a session behind.
+    for name in ["expired", "badsig"] {
+        let url = b.https_url("localhost", &format!("/{name}/"));
+        assert_eq!(status(&browser, &url, &[("accept", "application/json")]).await, 401, "{name}");
+    }
+}
+
+/// Appends tables to the server's berth.toml (before it starts).
+fn append_config(b: &Berth, text: &str) {
+    let path = b.home_path.join("berth.toml");
+    let mut toml = std::fs::read_to_string(&path).unwrap();
+    toml.push_str(text);
+    std::fs::write(&path, toml).unwrap();
+}

@@ -141,7 +141,7 @@ impl Auth {
             },
             (Method::POST, LOGIN_PATH) => self.password_login(req).await,
             (_, LOGOUT_PATH) => {
-                let mut resp = redirect("/");
+                let mut resp = redirect(&next);
                 for name in session::session_cookie_names(req.headers()) {
                     append_set_cookie(&mut resp, &session::clear_cookie(name));
                 }
@@ -156,6 +156,7 @@ impl Auth {
                     Ok((session, lifetime, next)) => {
                         let mut resp = redirect(&next);
                         append_set_cookie(&mut resp, &session::set_cookie(&self.key, &session, lifetime));
+                        append_set_cookie(&mut resp, &session::clear_cookie(oidc::STATE_COOKIE.into()));
                         resp
                     }
                     Err(e) => {

@@ -32,7 +32,7 @@ const PENDING_MAX: usize = 10_000;
 /// Discovery (and its keys) is fetched again after this long.
 const METADATA_LIFETIME: Duration = Duration::from_secs(600);
 /// The cookie binding a started login to the browser that started it.
-const STATE_COOKIE: &str = "berth_oidc_state";
+pub(super) const STATE_COOKIE: &str = "berth_oidc_state";
 
 /// `[auth.oidc_<name>]`.
 #[derive(Debug, Clone, Deserialize)]
