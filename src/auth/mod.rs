@@ -134,7 +134,7 @@ impl Auth {
         match (req.method().clone(), req.uri().path()) {
             (Method::GET, LOGIN_PATH) => match query_param(&req, "provider") {
                 Some(name) if name != SYSTEM => match self.providers.get(&name) {
-                    Some(p) => p.start(&req, client, &next).await,
+                    Some(p) => p.start(&req, &next).await,
                     None => error_response(StatusCode::NOT_FOUND, &format!("no auth provider {name}")),
                 },
                 _ => login_page(&next, None),
@@ -149,7 +149,7 @@ impl Auth {
             }
             (Method::GET, CALLBACK_PATH) => {
                 let result = match oidc::callback_provider(&req).and_then(|n| self.providers.get(&n)) {
-                    Some(p) => p.callback(&req, client).await,
+                    Some(p) => p.callback(&req).await,
                     None => Err(oidc::CallbackError::UnknownState),
                 };
                 match result {

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use super::session::{self, Session};
 use super::{query_param, CALLBACK_PATH};
 use crate::proxy::body::ProxyBody;
-use crate::proxy::{error_response, ClientInfo};
+use crate::proxy::error_response;
 
 /// Bound for each call to the provider (discovery, JWKS, token exchange).
 const IDP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -187,7 +187,7 @@ impl Provider {
 
     /// Starts a login: remembers PKCE verifier, nonce and where to go back, and sends the
     /// browser to the provider.
-    pub async fn start<B>(&self, req: &Request<B>, _client: ClientInfo, next: &str) -> Response<ProxyBody> {
+    pub async fn start<B>(&self, req: &Request<B>, next: &str) -> Response<ProxyBody> {
         let metadata = match self.metadata().await {
             Ok(m) => m,
             Err(e) => return error_response(e.status(), &format!("login with {}: {e}", self.name)),
@@ -238,11 +238,7 @@ impl Provider {
 
     /// Finishes a login: the state (once, from this browser), the code exchange with the
     /// PKCE verifier, the ID token's signature and claims, the allow-lists.
-    pub async fn callback<B>(
-        &self,
-        req: &Request<B>,
-        _client: ClientInfo,
-    ) -> Result<(Session, Duration, String), CallbackError> {
+    pub async fn callback<B>(&self, req: &Request<B>) -> Result<(Session, Duration, String), CallbackError> {
         let state = query_param(req, "state").ok_or(CallbackError::UnknownState)?;
         let pending = {
             let mut pending = self.pending.lock().expect("pending logins lock");
