@@ -432,3 +432,68 @@ fn append_config(b: &Berth, text: &str) {
     toml.push_str(text);
     std::fs::write(&path, toml).unwrap();
 }
+
+/// A WebSocket echo upstream on 127.0.0.1; each handshake's `x-berth-user` is sent on `users`.
+async fn websocket_echo(users: tokio::sync::mpsc::UnboundedSender<Option<String>>) -> u16 {
+    use futures_util::{SinkExt, StreamExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let users = users.clone();
+            tokio::spawn(async move {
+                let record = |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
+                    let user = req.headers().get("x-berth-user").map(|v| v.to_str().unwrap_or("").to_string());
+                    let _ = users.send(user);
+                    Ok(resp)
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, record).await else { return };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() && ws.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn websocket_upgrades_need_the_session_and_carry_the_identity() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let (users_tx, mut users) = tokio::sync::mpsc::unbounded_channel();
+    let upstream = websocket_echo(users_tx).await;
+    let b = Berth::start();
+    let password = first_password(&b);
+    assert!(create_proxy(&b, upstream, "/live", &["--auth", "system"]).ok());
+    let url = format!("wss://localhost:{}/live/socket", b.https_port);
+
+    // Without a session the upgrade is refused before it reaches the app.
+    let req = url.as_str().into_client_request().unwrap();
+    match tokio_tungstenite::client_async(req, tls_connect_h1(b.https_port, "localhost").await).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
+        other => panic!("expected 401 without a session, got {other:?}"),
+    }
+    assert!(users.try_recv().is_err(), "the app saw no handshake");
+
+    // With the session cookie (and a forged user header) it passes, as the logged-in user.
+    let client = cookie_client(false);
+    let ok = login(&client, &b, &password).await;
+    assert_eq!(ok.status(), 303);
+    let cookie = ok.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let mut req = url.as_str().into_client_request().unwrap();
+    req.headers_mut().insert("cookie", cookie.parse().unwrap());
+    req.headers_mut().insert("x-berth-user", "mallory".parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, tls_connect_h1(b.https_port, "localhost").await)
+        .await
+        .unwrap_or_else(|e| panic!("WebSocket with a session: {e:?}"));
+    assert_eq!(resp.status(), 101);
+    assert_eq!(users.recv().await.unwrap().as_deref(), Some("admin"));
+    ws.send(Message::Text("ping".into())).await.unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(echoed.into_text().unwrap(), "ping");
+}
