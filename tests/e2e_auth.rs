@@ -442,6 +442,8 @@ async fn websocket_echo(users: tokio::sync::mpsc::UnboundedSender<Option<String>
         while let Ok((stream, _)) = listener.accept().await {
             let users = users.clone();
             tokio::spawn(async move {
+                // tungstenite's callback type fixes the (large) error type.
+                #[allow(clippy::result_large_err)]
                 let record = |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
                     let user = req.headers().get("x-berth-user").map(|v| v.to_str().unwrap_or("").to_string());
                     let _ = users.send(user);
