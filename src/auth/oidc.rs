@@ -78,6 +78,8 @@ pub enum CallbackError {
     Provider(String),
     #[error("the provider cannot be reached: {0}")]
     Unreachable(String),
+    #[error("discovery failed: {0}")]
+    Discovery(String),
     #[error("ID token rejected: {0}")]
     BadToken(String),
     #[error("user {0} is not allowed by this provider's emails, domains or groups")]
@@ -89,7 +91,7 @@ impl CallbackError {
         match self {
             CallbackError::UnknownState | CallbackError::StateMismatch => StatusCode::BAD_REQUEST,
             CallbackError::Provider(_) | CallbackError::BadToken(_) => StatusCode::UNAUTHORIZED,
-            CallbackError::Unreachable(_) => StatusCode::BAD_GATEWAY,
+            CallbackError::Unreachable(_) | CallbackError::Discovery(_) => StatusCode::BAD_GATEWAY,
             CallbackError::NotAllowed(_) => StatusCode::FORBIDDEN,
         }
     }
@@ -150,9 +152,7 @@ impl Provider {
         let fetch = CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http);
         let m = match tokio::time::timeout(IDP_TIMEOUT * 2, fetch).await {
             Ok(Ok(m)) => m,
-            Ok(Err(e)) => {
-                return Err(CallbackError::Unreachable(format!("discovery of {}: {}", self.issuer.as_str(), chain(&e))))
-            }
+            Ok(Err(e)) => return Err(CallbackError::Discovery(format!("{}: {}", self.issuer.as_str(), chain(&e)))),
             Err(_) => {
                 return Err(CallbackError::Unreachable(format!("discovery of {} timed out", self.issuer.as_str())))
             }
