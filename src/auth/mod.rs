@@ -41,6 +41,9 @@ const SYSTEM: &str = "system";
 /// Bound for reading a login form.
 const FORM_LIMIT: usize = 16 * 1024;
 const FORM_TIMEOUT: Duration = Duration::from_secs(10);
+/// Password checks running at once (each argon2 check takes about 19 MiB and tens of ms of
+/// CPU); more logins wait, so a flood of them cannot take the machine's memory.
+const CONCURRENT_PASSWORD_CHECKS: usize = 4;
 
 /// Who may reach an app.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +99,7 @@ pub struct Auth {
     key: cookie::Key,
     system_lifetime: Duration,
     providers: BTreeMap<String, oidc::Provider>,
+    password_checks: tokio::sync::Semaphore,
 }
 
 impl Auth {
@@ -117,6 +121,7 @@ impl Auth {
             key,
             system_lifetime: Duration::from_secs(config.security.session_lifetime_secs.max(1)),
             providers,
+            password_checks: tokio::sync::Semaphore::new(CONCURRENT_PASSWORD_CHECKS),
         })
     }
 
@@ -190,7 +195,10 @@ impl Auth {
         let user = form.user.unwrap_or_else(|| password::ADMIN_USER.into());
         let (home, password) = (self.home.clone(), form.password);
         let checked_user = user.clone();
-        // argon2 is deliberately slow: off the async workers.
+        // argon2 is deliberately slow: off the async workers, a few at a time.
+        let Ok(_slot) = self.password_checks.acquire().await else {
+            return error_response(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down");
+        };
         let ok = tokio::task::spawn_blocking(move || password::check(&home, &checked_user, &password))
             .await
             .unwrap_or(false);
