@@ -178,6 +178,8 @@ async fn system_auth_password_login_cookie_headers_logout_and_reset() {
     let new = reset.stdout.lines().find_map(|l| l.strip_prefix("Admin password: ")).unwrap().trim().to_string();
     assert_ne!(new, password);
     assert_eq!(login(&client, &b, &password).await.status(), 401);
+    let stolen = format!("{name}={value}");
+    assert_eq!(status(&plain, &private, &[("cookie", &stolen)]).await, 401, "a new password ends old sessions");
     assert_eq!(login(&client, &b, &new).await.status(), 303);
     assert_eq!(status(&client, &private, &[]).await, 200);
 }

@@ -100,6 +100,7 @@ pub struct Auth {
     system_lifetime: Duration,
     providers: BTreeMap<String, oidc::Provider>,
     password_checks: tokio::sync::Semaphore,
+    password_generation: std::sync::Mutex<Option<(std::time::SystemTime, String)>>,
 }
 
 impl Auth {
@@ -122,6 +123,7 @@ impl Auth {
             system_lifetime: Duration::from_secs(config.security.session_lifetime_secs.max(1)),
             providers,
             password_checks: tokio::sync::Semaphore::new(CONCURRENT_PASSWORD_CHECKS),
+            password_generation: std::sync::Mutex::new(None),
         })
     }
 
@@ -212,6 +214,7 @@ impl Auth {
             email: None,
             provider: SYSTEM.into(),
             expires: session::now_secs() + self.system_lifetime.as_secs(),
+            password: password::generation(&self.home, &self.password_generation),
         };
         let mut resp = redirect(&next);
         append_set_cookie(&mut resp, &session::set_cookie(&self.key, &s, self.system_lifetime));
@@ -232,7 +235,13 @@ impl Auth {
             AuthPolicy::Oidc(name) => name.as_str(),
         };
         if let Some(s) = session::read(&self.key, req.headers(), provider) {
-            return Ok(Some(Identity { user: s.user, email: s.email }));
+            let current = match policy {
+                AuthPolicy::System => s.password == password::generation(&self.home, &self.password_generation),
+                _ => true,
+            };
+            if current {
+                return Ok(Some(Identity { user: s.user, email: s.email }));
+            }
         }
         if !client.https {
             return Err(Box::new(error_response(StatusCode::FORBIDDEN, "this app needs a login: use HTTPS")));

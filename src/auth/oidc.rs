@@ -279,7 +279,8 @@ impl Provider {
             return Err(CallbackError::NotAllowed(email.unwrap_or(user)));
         }
         let lifetime = Duration::from_secs(self.config.session_lifetime_secs.max(1));
-        let s = Session { user, email, provider: self.name.clone(), expires: session::now_secs() + lifetime.as_secs() };
+        let expires = session::now_secs() + lifetime.as_secs();
+        let s = Session { user, email, provider: self.name.clone(), expires, password: None };
         Ok((s, lifetime, pending.next))
     }
 }

@@ -78,6 +78,24 @@ pub fn check(home: &Home, user: &str, password: &str) -> bool {
     }
 }
 
+/// A short fingerprint of the stored hash: which password a session was made with. Cached
+/// by the file's modification time, so a request costs one `stat`.
+pub fn generation(home: &Home, cache: &std::sync::Mutex<Option<(std::time::SystemTime, String)>>) -> Option<String> {
+    use sha2::Digest;
+    let path = hash_file(home);
+    let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
+    let mut cached = cache.lock().expect("password generation cache");
+    if let Some((at, generation)) = cached.as_ref() {
+        if *at == modified {
+            return Some(generation.clone());
+        }
+    }
+    let stored = std::fs::read_to_string(&path).ok()?;
+    let generation = hex::encode(&sha2::Sha256::digest(stored.trim().as_bytes())[..8]);
+    *cached = Some((modified, generation.clone()));
+    Some(generation)
+}
+
 /// Writes `data` to `path` with mode 0600 through a temp file and a rename.
 pub(super) fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().expect("auth files live in a folder");

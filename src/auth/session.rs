@@ -21,6 +21,10 @@ pub struct Session {
     pub email: Option<String>,
     pub provider: String,
     pub expires: u64,
+    /// For system logins: which admin password it was made with
+    /// ([`super::password::generation`]); a new password ends older sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
 }
 
 pub fn now_secs() -> u64 {
@@ -111,7 +115,13 @@ mod tests {
     #[test]
     fn round_trip_flags_tamper_expiry_and_provider() {
         let key = Key::generate();
-        let s = Session { user: "admin".into(), email: None, provider: "system".into(), expires: now_secs() + 60 };
+        let s = Session {
+            user: "admin".into(),
+            email: None,
+            provider: "system".into(),
+            expires: now_secs() + 60,
+            password: Some("g1".into()),
+        };
         let set = set_cookie(&key, &s, Duration::from_secs(60));
         for flag in ["Secure", "HttpOnly", "SameSite=Lax", "Max-Age=60", "Path=/"] {
             assert!(set.contains(flag), "{flag} missing in {set}");
