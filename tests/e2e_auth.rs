@@ -381,6 +381,18 @@ async fn oidc_login_through_a_real_provider_sets_identity_and_refuses_a_replayed
     assert_eq!(text_of(&browser, &logout, &[]).await.0, 200);
     let after: Vec<String> = visited.lock().unwrap()[before..].to_vec();
     assert!(after.iter().any(|u| u.starts_with(&format!("{}/auth?", idp.issuer()))), "{after:?}");
+
+    // A login started in one browser and finished in another is refused (login CSRF).
+    let starter = cookie_client(false);
+    let start = b.https_url("localhost", "/_berth/login?provider=oidc_test&next=%2Fsso%2F");
+    let started = starter.get(&start).send().await.unwrap();
+    assert_eq!(started.status(), 303);
+    let to_idp = started.headers()["location"].to_str().unwrap().to_string();
+    assert!(to_idp.starts_with(&idp.issuer()), "{to_idp}");
+    let (other, _) = self::browser();
+    let (code, body) = text_of(&other, &to_idp, &[]).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("started in another browser"), "{body}");
 }
 
 #[tokio::test]
