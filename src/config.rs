@@ -25,6 +25,10 @@ pub struct Config {
     pub acme: crate::acme::AcmeConfig,
     pub audit: AuditConfig,
     pub metrics: MetricsConfig,
+    /// App authentication defaults (`[security]`).
+    pub security: SecurityConfig,
+    /// OpenID Connect providers: `[auth.oidc_<name>]`; an app uses one with `--auth oidc_<name>`.
+    pub auth: std::collections::BTreeMap<String, crate::auth::OidcProviderConfig>,
 }
 
 /// The audit log (`[audit]`).
@@ -49,6 +53,23 @@ pub struct MetricsConfig {
     pub token_env: String,
     /// The bearer token itself.
     pub token: String,
+}
+
+/// `[security]`: how apps are protected by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// The auth of apps created without `--auth` (or with `--auth default`): `none`, `system`
+    /// or an `oidc_<name>` provider.
+    pub app_default_auth: String,
+    /// How long a system (admin password) login lasts.
+    pub session_lifetime_secs: u64,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig { app_default_auth: "none".into(), session_lifetime_secs: 86400 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -170,6 +191,8 @@ impl Default for Config {
             acme: Default::default(),
             audit: AuditConfig::default(),
             metrics: MetricsConfig::default(),
+            security: SecurityConfig::default(),
+            auth: Default::default(),
         }
     }
 }
@@ -256,6 +279,10 @@ impl Home {
     }
     pub fn build_log(&self, app_id: &str) -> PathBuf {
         self.logs_dir().join(format!("{app_id}.build.log"))
+    }
+    /// Owner-only folder with the admin password hash and the session cookie key.
+    pub fn auth_dir(&self) -> PathBuf {
+        self.root.join("auth")
     }
     pub fn instance_id_file(&self) -> PathBuf {
         self.root.join("instance_id")

@@ -6,6 +6,7 @@ pub mod api;
 pub mod app_path;
 pub mod apps;
 pub mod audit;
+pub mod auth;
 pub mod build;
 pub mod cli;
 pub mod config;

@@ -230,6 +230,7 @@ fn failing_files_change_nothing() {
             "berth-e2e-no-such-image",
         ),
         ("duplicate path", "app(\"/new\", \"-\", spec=\"proxy\", params={\"url\": \"http://127.0.0.1:1\"})\n", "declared twice"),
+        ("unknown auth", "app(\"/x\", \"-\", spec=\"proxy\", params={\"url\": \"http://127.0.0.1:1\"}, auth=\"oidc_nope\")\n", "invalid authentication type"),
     ];
     for (what, bad, needle) in cases {
         fs::write(&file, format!("{prefix}{bad}")).unwrap();

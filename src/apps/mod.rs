@@ -75,6 +75,8 @@ pub struct Deployment {
     /// A dev app whose folder no longer checks out (no Containerfile, no port...): requests
     /// get this error until the next good save (`dev.rs`). Set in place: no swap, no lock.
     pub dev_error: arc_swap::ArcSwapOption<String>,
+    /// Who may reach it (the app config's `auth`, else `[security] app_default_auth`).
+    pub auth: crate::auth::AuthPolicy,
 }
 
 pub enum AppBackend {
@@ -371,7 +373,13 @@ impl Apps {
         };
         let response_timeout =
             settings::response_timeout(&self.config.proxy, &cfg.app_config).map_err(AppError::BadRequest)?;
+        let auth = crate::auth::AuthPolicy::resolve(
+            cfg.app_config.get(crate::auth::APP_CONFIG_KEY).map(String::as_str),
+            &self.config,
+        )
+        .map_err(AppError::BadRequest)?;
         Ok(Arc::new(Deployment {
+            auth,
             app_id: record.id.clone(),
             spec: record.spec.clone(),
             variant,

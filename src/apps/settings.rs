@@ -15,6 +15,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "container.start_timeout_secs",
     "container.stop_paused_after_secs",
     RESPONSE_TIMEOUT_KEY,
+    crate::auth::APP_CONFIG_KEY,
 ];
 
 /// The per-app override of `[proxy] response_timeout_secs`; applies to container and proxy apps.
@@ -47,6 +48,8 @@ pub fn resolve(
             RESPONSE_TIMEOUT_KEY => {
                 secs(key, value)?;
             }
+            // Checked against the configured providers where the deployment is made.
+            crate::auth::APP_CONFIG_KEY => {}
             _ => return Err(format!("unknown app config key {key} (known keys: {})", KNOWN_KEYS.join(", "))),
         }
     }

@@ -79,6 +79,10 @@ pub struct CreateArgs {
     /// container.health_url, container.start_timeout_secs.
     #[arg(long = "conf", alias = "app-config", value_name = "KEY=VALUE")]
     conf: Vec<String>,
+    /// Who may reach the app: none, system (the admin password) or an [auth.oidc_<name>]
+    /// provider; default: [security] app_default_auth.
+    #[arg(long)]
+    auth: Option<String>,
     /// Approve the app's permissions (accepted for compatibility; berth's specs need none).
     #[arg(long, short = 'a')]
     approve: bool,
@@ -145,6 +149,8 @@ pub enum MetadataCommand {
     /// App config: KEY=VALUE... APP_PATH, e.g. container.idle_shutdown_secs=600.
     #[command(alias = "app-config")]
     Conf(MetadataArgs),
+    /// Who may reach the app: AUTH APP_PATH, AUTH is none, system, default or oidc_<name>.
+    Auth(MetadataArgs),
 }
 
 #[derive(Debug, Args)]
@@ -225,15 +231,25 @@ pub async fn run(cmd: AppCommand, client: &AdminClient) -> anyhow::Result<()> {
                 MetadataCommand::Carg(a) => ("carg", a),
                 MetadataCommand::Copt(a) => ("copt", a),
                 MetadataCommand::Conf(a) => ("conf", a),
+                MetadataCommand::Auth(a) => ("auth", a),
             };
             let (path, entries) = a.args.split_last().expect("clap requires two or more");
-            let entries = if kind == "copt" {
-                parse_options(entries)
-            } else {
-                parse_kv(entries, if kind == "carg" { "container arg" } else { "app config" })
-            }
-            .map_err(anyhow::Error::msg)?;
-            let body: Vec<(String, String)> = entries.into_iter().collect();
+            let body: Vec<(String, String)> = match kind {
+                "auth" => {
+                    let [auth] = entries else {
+                        anyhow::bail!("update-metadata auth takes one value, then the app path")
+                    };
+                    // `default` follows [security] app_default_auth: the app's own setting goes.
+                    let auth = if auth.trim() == "default" { "-" } else { auth.as_str() };
+                    vec![(crate::auth::APP_CONFIG_KEY.to_string(), auth.to_string())]
+                }
+                "copt" => parse_options(entries).map_err(anyhow::Error::msg)?.into_iter().collect(),
+                _ => parse_kv(entries, if kind == "carg" { "container arg" } else { "app config" })
+                    .map_err(anyhow::Error::msg)?
+                    .into_iter()
+                    .collect(),
+            };
+            let kind = if kind == "auth" { "conf" } else { kind };
             let query = [
                 ("path", path.clone()),
                 ("kind", kind.to_string()),
@@ -307,7 +323,10 @@ pub async fn run(cmd: AppCommand, client: &AdminClient) -> anyhow::Result<()> {
 
 async fn create(a: CreateArgs, client: &AdminClient) -> anyhow::Result<()> {
     let params = parse_kv(&a.params, "param").map_err(anyhow::Error::msg)?;
-    let app_config = parse_kv(&a.conf, "app config").map_err(anyhow::Error::msg)?;
+    let mut app_config = parse_kv(&a.conf, "app config").map_err(anyhow::Error::msg)?;
+    if let Some(auth) = a.auth {
+        app_config.insert(crate::auth::APP_CONFIG_KEY.to_string(), auth);
+    }
     let build_args = parse_kv(&a.cargs, "container arg").map_err(anyhow::Error::msg)?;
     let container_options = parse_options(&a.copts).map_err(anyhow::Error::msg)?;
     let source_url = absolute_source(&a.source)?;

@@ -1,4 +1,4 @@
-//! `berth server ...`: start (foreground) and stop.
+//! `berth server ...`: start (foreground), stop, and a new admin password.
 
 use std::time::Duration;
 
@@ -15,6 +15,9 @@ pub enum ServerCommand {
     Start,
     /// Stop the running server: it stops accepting, lets in-flight requests finish, and exits.
     Stop,
+    /// Make a new password for the admin user (system auth), print it once and store only
+    /// its hash in the home; the running server uses it from the next login on.
+    Password,
 }
 
 pub fn run(cmd: ServerCommand, home: Home) -> anyhow::Result<()> {
@@ -23,6 +26,12 @@ pub fn run(cmd: ServerCommand, home: Home) -> anyhow::Result<()> {
         ServerCommand::Start => {
             init_logging();
             rt.block_on(crate::server::run(home))
+        }
+        ServerCommand::Password => {
+            let password = crate::auth::password::generate();
+            crate::auth::password::store(&home, &password)?;
+            println!("Admin user    : {}\nAdmin password: {password}", crate::auth::password::ADMIN_USER);
+            Ok(())
         }
         ServerCommand::Stop => rt.block_on(async {
             let client = AdminClient::new(home.socket());

@@ -5,8 +5,8 @@
 //! `starlark` crate into a typed list of [`DeclaredApp`]s. Pure: no I/O.
 //!
 //! Every error is one line naming the file and line. What berth cannot honour is refused, never
-//! ignored: an `auth` other than `none` (berth has no app auth, so the app would be open),
-//! `git_auth` (berth uses git's own credentials) and `container_vols`. `dev=True` declares a
+//! ignored: `git_auth` (berth uses git's own credentials) and `container_vols`. `auth=` sets
+//! the app's authentication (`none`, `system`, `oidc_<name>`), as `app create --auth`. `dev=True` declares a
 //! dev app (a local folder, rebuilt on every change, as `app create --dev`).
 
 use std::cell::RefCell;
@@ -158,12 +158,6 @@ fn apply_builtins(builder: &mut GlobalsBuilder) {
         #[starlark(require = named)] container_vols: Option<Value<'v>>,
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<NoneType> {
-        match optional_string("auth", auth)?.as_deref() {
-            None | Some("none") => {}
-            Some(other) => anyhow::bail!(
-                "app {path}: auth={other:?} is not supported: berth has no app authentication, so the app would be open"
-            ),
-        }
         if optional_string("git_auth", git_auth)?.is_some() {
             anyhow::bail!("app {path}: git_auth is not supported: berth uses git's own credentials (credential helpers, SSH keys)");
         }
@@ -171,7 +165,7 @@ fn apply_builtins(builder: &mut GlobalsBuilder) {
             anyhow::bail!("app {path}: container_vols is not supported by berth");
         }
         let line = eval.call_stack_top_location().map(|s| s.resolve_span().begin.line + 1).unwrap_or(0);
-        let app = DeclaredApp {
+        let mut app = DeclaredApp {
             path: path.to_string(),
             source: source.to_string(),
             spec: optional_string("spec", spec)?,
@@ -184,6 +178,10 @@ fn apply_builtins(builder: &mut GlobalsBuilder) {
             dev,
             line,
         };
+        // `auth=` is the app config key `auth` (checked, like `--auth`, when the app is made).
+        if let Some(auth) = optional_string("auth", auth)? {
+            app.app_config.insert(crate::auth::APP_CONFIG_KEY.to_string(), auth);
+        }
         collected(eval).apps.borrow_mut().push(app);
         Ok(NoneType)
     }
@@ -268,7 +266,6 @@ app("/x", config("src", "-"), spec="proxy", params={"url": "http://127.0.0.1:9"}
                 "apps.star:2: app path /a/ is declared twice (first at line 1)",
             ),
             ("\n\n\napp(config(\"missing\"), \"-\")\n", "apps.star:4:"),
-            ("app(\"/a\", \"-\", auth=\"system\")\n", "berth has no app authentication"),
             ("app(\"/a\", \"-\", git_auth=\"k\")\n", "git_auth is not supported"),
             ("app(\"/a\", \"-\", container_vols=[\"/x:/y\"])\n", "container_vols is not supported"),
             ("app(\"/a\")\n", "apps.star:1:"),
@@ -290,5 +287,8 @@ app("/x", config("src", "-"), spec="proxy", params={"url": "http://127.0.0.1:9"}
         .unwrap();
         assert_eq!(file.apps[0].git_branch, None);
         assert!(file.apps[0].params.is_empty());
+        assert_eq!(file.apps[0].app_config.get("auth").map(String::as_str), Some("none"));
+        let file = eval("app(\"/a\", \"-\", spec=\"proxy\", auth=\"system\")\n").unwrap();
+        assert_eq!(file.apps[0].app_config.get("auth").map(String::as_str), Some("system"));
     }
 }

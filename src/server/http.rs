@@ -34,6 +34,7 @@ pub struct Frontend {
     pub webhooks: super::webhook::Webhooks,
     /// Pending ACME HTTP-01 answers, served before app routing.
     pub acme_http: Arc<crate::acme::HttpChallenges>,
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 impl Frontend {
@@ -47,8 +48,12 @@ impl Frontend {
         if let Err(e) = normalize_request_path(&mut req) {
             return error_response(StatusCode::BAD_REQUEST, &e.to_string());
         }
+        crate::auth::strip_identity(req.headers_mut());
         if req.uri().path() == crate::metrics::PATH {
             return crate::metrics::answer(&req, client, &self.apps);
+        }
+        if crate::auth::Auth::owns(req.uri().path()) {
+            return self.auth.handle(req, client).await;
         }
         if req.uri().path().starts_with(super::webhook::PREFIX) {
             return self.webhooks.handle(req).await;
@@ -70,6 +75,10 @@ impl Frontend {
         // starting answers Gone: route again, to its replacement.
         for _ in 0..3 {
             let Some((app, app_path)) = self.route(host, path) else { break };
+            let identity = match self.auth.authorize(&req, &app.auth, client) {
+                Ok(identity) => identity,
+                Err(resp) => return *resp,
+            };
             if let Some(error) = app.dev_error.load().as_deref() {
                 return error_response(StatusCode::BAD_GATEWAY, &format!("app {} cannot be built: {error}", app.path));
             }
@@ -95,6 +104,7 @@ impl Frontend {
                     (target, Some(guard))
                 }
             };
+            crate::auth::set_identity(req.headers_mut(), identity);
             let resp = match self.proxy.forward(req, &target, client, guard).await {
                 Ok(resp) => resp,
                 Err(e) => error_response(e.status(), &format!("app {}: {e}", app.path)),
@@ -159,7 +169,7 @@ fn start_error(app: &Deployment, e: StartError) -> Response<ProxyBody> {
 
 /// Browsers (Accept: text/html) get a page while an image builds instead of waiting.
 fn wants_html(req: &Request<Incoming>) -> bool {
-    req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"))
+    crate::auth::wants_html(req.headers())
 }
 
 /// A small page that says the app is starting and reloads itself.

@@ -58,11 +58,13 @@ pub async fn run(home: Home) -> anyhow::Result<()> {
     // Admin changes, also those a webhook starts: shutdown waits for them.
     let changes = tokio_util::task::TaskTracker::new();
     let webhooks = webhook::Webhooks { apps: apps.clone(), changes: changes.clone() };
+    let auth = Arc::new(crate::auth::Auth::load(&home, &config)?);
     let frontend = Arc::new(http::Frontend {
         apps: apps.clone(),
         proxy: Proxy::new(&config.proxy)?,
         webhooks,
         acme_http: acme_http.clone(),
+        auth,
     });
 
     let admin_listener =

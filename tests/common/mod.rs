@@ -1101,3 +1101,20 @@ impl Berth {
         ]);
     }
 }
+
+/// A TLS connection to 127.0.0.1:`port` for `host` that accepts the self-signed certificate and
+/// offers only HTTP/1.1 (for WebSocket upgrades over HTTPS).
+pub async fn tls_connect_h1(port: u16, host: &str) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(noverify::NoVerify(provider)))
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect to berth HTTPS");
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).expect("server name");
+    connector.connect(name, tcp).await.expect("TLS handshake")
+}
